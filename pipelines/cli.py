@@ -1,0 +1,114 @@
+"""The `medvlm` command line: one Typer app; each command parses, builds, runs, closes.
+
+Heavy libraries are imported inside the commands so that `medvlm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="medvlm",
+    help="Draft chest radiograph reports from DICOM; radiologists stay in charge.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks could carry PHI from DICOM headers
+)
+console = Console(stderr=True)
+
+
+def _fail(exc: Exception) -> None:
+    """Print a typed error as one actionable line and exit 2 (no traceback reaches the user)."""
+    console.print(f"[bold red]error[/]: {type(exc).__name__}: {exc}", markup=True, highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from dicom_io.errors import DicomIOError
+
+    return (DicomIOError, FileNotFoundError, NotADirectoryError, ValueError)
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in summary.items():
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+@app.command()
+def ingest(
+    src: Annotated[Path, typer.Argument(help="Folder of DICOM (and PNG/JPEG) files, walked recursively.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: studies.jsonl and quarantine/.")],
+    window: Annotated[str, typer.Option(help="Intensity window: auto | voi | window | minmax.")] = "auto",
+) -> None:
+    """Read, validate and normalise a folder into studies.jsonl; bad files go to quarantine/ with reasons."""
+    from pipelines.ingest import run_ingest
+
+    try:
+        summary = run_ingest(src, out, window=window, progress=True)
+    except _known_errors() as exc:
+        _fail(exc)
+    _print_summary("ingest", summary.as_dict())
+
+
+@app.command()
+def deid(
+    src: Annotated[Path, typer.Argument(help="A DICOM file or a folder of them.")],
+    out: Annotated[Path, typer.Argument(help="Output folder for de-identified files.")],
+    recipe: Annotated[Path | None, typer.Option(help="Recipe file; default: the versioned one in compliance/.")] = None,
+    key_file: Annotated[Path | None, typer.Option(help="Secret key for UID remapping (else $MEDVLM_DEID_KEY).")] = None,
+) -> None:
+    """De-identify DICOM files (PS3.15 Annex E basic profile, recipe-driven)."""
+    from pipelines.deid import run_deid
+
+    try:
+        summary = run_deid(src, out, recipe=recipe, key_file=key_file, progress=True)
+    except _known_errors() as exc:
+        _fail(exc)
+    _print_summary("deid", summary.as_dict())
+
+
+@app.command()
+def label(
+    file: Annotated[str, typer.Argument(help="JSONL of reports (findings/impression), or - for stdin.")] = "-",
+) -> None:
+    """Label reports with CheXpert's 14 observations; one JSON object per input line on stdout."""
+    import json
+
+    from pipelines.label import run_label
+
+    stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    try:
+        for record in run_label(stream):
+            sys.stdout.write(json.dumps(record) + "\n")
+    except _known_errors() as exc:
+        _fail(exc)
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+@app.command()
+def phantoms(
+    out: Annotated[Path, typer.Option("--out", help="Output folder of DICOM studies + reports.jsonl.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of studies.")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same studies.")] = 0,
+) -> None:
+    """Render synthetic chest-radiograph phantom studies with matching reports (not patient data)."""
+    from pipelines.phantoms import generate_phantoms
+
+    try:
+        summary = generate_phantoms(out, n=n, seed=seed, progress=True)
+    except _known_errors() as exc:
+        _fail(exc)
+    _print_summary("phantoms", summary.as_dict())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,71 @@
+"""Fixtures shared by every test: deterministic seeds, default dtype, real shared data."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _reset_global_state():
+    """Reset seeds and torch's default dtype, and end any MLflow run a test left open."""
+    random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 - only to neutralise third-party code that uses it
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        torch = None
+    if torch is not None:
+        torch.manual_seed(0)
+        dtype = torch.get_default_dtype()
+    yield
+    if torch is not None:
+        torch.set_default_dtype(dtype)
+    import sys
+
+    if "mlflow" in sys.modules:  # only if a test imported it; importing mlflow costs seconds
+        mlflow = sys.modules["mlflow"]
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
+
+def shared_data_dir() -> Path | None:
+    """`../shared/data` beside the checkout, or `$MEDVLM_SHARED_DATA`; None when absent."""
+    env = os.environ.get("MEDVLM_SHARED_DATA")
+    for cand in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "data"]:
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The shared real data folder; skips the test with a reason when it is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared data absent: set MEDVLM_SHARED_DATA or place ../shared/data beside the checkout")
+    return path
+
+
+@pytest.fixture
+def pydicom_data_file():
+    """Return a function that finds a `pydicom`/`pydicom-data` test file by name, or skips."""
+
+    def _get(name: str) -> Path:
+        from pydicom.data import get_testdata_file
+
+        try:
+            found = get_testdata_file(name)
+        except Exception as exc:  # pydicom-data raises on a missing download cache
+            pytest.skip(f"pydicom test file {name} unavailable: {type(exc).__name__}")
+        if not found:
+            pytest.skip(f"pydicom test file {name} absent: install pydicom-data")
+        return Path(found)
+
+    return _get
