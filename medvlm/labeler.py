@@ -17,7 +17,12 @@ How it works, sentence by sentence (NegEx-style):
 4. Mentions combine over the report: positive beats uncertain beats negative (CheXpert's rule).
    "No Finding" is positive when nothing but Support Devices is positive or uncertain and the
    report reads as normal (no other abnormality such as granuloma, emphysema or scoliosis is
-   asserted).
+   asserted). ``devices_block_no_finding=True`` also lets a device stop "No Finding" (the IU
+   curators' convention, used by ``benchmarks/score_labeler.py``); the default keeps CheXpert's rule.
+
+Choices worth knowing: a heart size "at the upper limits of normal" is a normal size (negative),
+while "borderline" stays uncertain; "volume loss" is not atelectasis (it is often post-surgical) but
+does stop "No Finding"; "to exclude"/"rule out" a finding negates it, "cannot exclude" does not.
 
 Pure Python and ``re`` only: importing this module is instant, and it never imports torch.
 """
@@ -80,11 +85,6 @@ MENTION_PHRASES: dict[str, tuple[str, ...]] = {
         r"which is |size is )?" + _W + r"{0,3}?(?:enlarged|large|increased|prominent)",
         r"(?:large|prominent|enlarged|increased) (?:heart|cardiac silhouette|cardiac shadow|heart size|"
         r"cardiac size|cardiomediastinal silhouette)",
-        r"(?:heart|cardiac) size (?:is )?(?:at )?(?:the )?upper limits? (?:of )?normal",
-        r"(?:heart|cardiac) (?:size )?(?:is )?(?:at )?(?:the )?upper (?:range|limits?) of normal",
-        r"cardiac silhouette (?:is )?(?:at )?(?:the )?upper limits? (?:of )?normal",
-        r"(?:upper limits? (?:of )?|top |high )normal (?:heart|cardiac) size",
-        r"(?:heart|cardiac silhouette|heart size|cardiac size) (?:is |are )?(?:upper|top|high)(?: limits?)?(?: of)? normal",
         r"borderline (?:enlarged )?(?:heart|cardiac|cardiomegaly)(?: size| silhouette| enlargement)?",
     ),
     "Lung Opacity": (
@@ -115,6 +115,7 @@ MENTION_PHRASES: dict[str, tuple[str, ...]] = {
         r"(?:pulmonary |interstitial |alveolar |airspace )?oedema",
         r"edema",
         r"(?:pulmonary |pulmonary vascular |vascular |venous )congestion",
+        r"(?:mild|minimal|moderate|slight) congestion",
         r"congestive (?:heart )?failure",
         r"chf",
         r"cephalization",
@@ -133,7 +134,6 @@ MENTION_PHRASES: dict[str, tuple[str, ...]] = {
     "Atelectasis": (
         r"atelecta\w*",
         r"(?:lobar |lobe |segmental )?collapse(?:d)?",
-        r"volume loss",
     ),
     "Pneumothorax": (
         r"pneumothora(?:x|ces|xes)",
@@ -211,10 +211,21 @@ MENTION_PHRASES: dict[str, tuple[str, ...]] = {
         r"hyperinfla\w+|hyperexpan\w+|hyperaera\w+|overinfla\w+|hyperlucen\w+",
         r"flatten(?:ed|ing) (?:of )?(?:the )?(?:hemi)?diaphragm\w*",
         r"(?:low|decreased|reduced|diminished) lung volumes?",
+        r"lung volumes? (?:are |is |remain |appear )?(?:\w+ ){0,2}(?:low|decreased|reduced|diminished|small)"
+        r"(?: side)?",
+        r"(?:bronchovascular|vascular|central) crowding",
         r"(?:hypoinflat|hypoventilat)\w+",
+        r"volume loss",  # a sign (often post-surgical), not atelectasis itself; it is not normal either
         r"degenerat\w+",
         r"spondylo\w+|osteophyt\w+|arthriti\w+|arthropath\w+|dish",
-        r"scolio\w+|kyphos\w+|kyphotic|lordo\w+",
+        r"(?:dextro|levo|rotary )?scolio\w+|kyphos\w+|kyphotic|lordo\w+",
+        r"(?:dextro|levo)[\- ]?(?:curvature|convex\w*)",
+        r"(?:spine|spinal|thoracic|rightward|leftward) curvature|curvature of (?:the )?(?:\w+ )?spine",
+        r"(?:degenerative )?endplate (?:changes|depressions?|spurring|sclerosis)",
+        r"(?:prominent |prominence of (?:the )?)?epicardial fat(?: pads?)?",
+        r"(?:bi)?hilar (?:prominence|fullness)|prominen\w+ (?:of (?:the )?)?(?:bi)?hil(?:a|um|ar)\w*",
+        r"prominen\w+ (?:of )?(?:the )?(?:central )?pulmonary arter\w+",
+        r"breast (?:prosthes[ie]s|implants?)",
         r"tortu\w+|ectatic|ectasia|unfold\w+|aneurys\w+",
         r"atheroscl\w+|atherom\w+",
         r"hernia\w*",
@@ -225,6 +236,7 @@ MENTION_PHRASES: dict[str, tuple[str, ...]] = {
         r"(?:interstitial|bronchovascular|lung) markings? (?:are |is )?" + _W + r"{0,2}?"
         r"(?:prominen\w+|increased|coarse\w*|accentuat\w+)",
         r"(?:prominen\w+|increased|coarse\w*|accentuat\w+) (?:interstitial|bronchovascular|lung) markings?",
+        r"(?:prominence|accentuation|coarsening) of (?:the )?(?:interstitial|bronchovascular|lung) markings?",
         r"chronic (?:lung|interstitial|changes)",
         r"deformit\w+",
         r"osteopeni\w+|osteopor\w+|demineraliz\w+",
@@ -259,7 +271,9 @@ EXCLUDED_PHRASES: tuple[str, ...] = (
     r"(?:thyroid|breast|soft tissue|neck|abdominal|nipple|axillary) mass(?:es)?",
     r"(?:cholecystectomy|abdominal) clips?",
     r"clips? (?:in|within|overlying|projecting over) (?:the )?(?:right |left )?upper (?:quadrant|abdomen)",
-    r"(?:breast|humer\w*|shoulder|hip|knee|joint) (?:prosthes\w*|implants?|replacement|arthroplasty)",
+    r"(?:humer\w*|shoulder|hip|knee|joint) (?:prosthes\w*|implants?|replacement|arthroplasty)",
+    r"(?:osseous|bony|bone|skeletal) metasta\w+",
+    r"metasta\w+ (?:disease )?(?:to|of|in|within) (?:the )?(?:bones?|osseous|skeleton|spine|liver|brain)",
     r"body habitus",
 )
 
@@ -285,6 +299,17 @@ NORMAL_PHRASES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("Lung Opacity", "Consolidation"),
     ),
     (r"clear lungs?", ("Lung Opacity", "Consolidation")),
+    # "upper limits of normal" states a size inside the normal range: negative, unlike "borderline"
+    (
+        r"(?:heart|cardiac|cardiac silhouette|cardiac shadow)(?: size)? (?:is |remains |appears )?"
+        r"(?:near |at |within )?(?:the )?(?:upper|top|high)(?: limits?| range| end)?(?: of)?(?: the)? normal"
+        r"(?: limits?| range)?",
+        ("Cardiomegaly",),
+    ),
+    (
+        r"(?:upper limits? (?:of )?|top |high |upper )normal (?:heart|cardiac) size",
+        ("Cardiomegaly",),
+    ),
     (
         r"(?:pleural spaces?|costophrenic angles?|costophrenic sulci) (?:are |is |appear |appears )?"
         r"(?:clear|sharp|normal|preserved|unremarkable)",
@@ -334,7 +359,9 @@ PRE_NEGATIONS: tuple[str, ...] = (
     r"resolution of",
     r"resolved",
     r"ruled out",
-    r"rule(?:s)? out",
+    r"rule(?:s)?[\- ]out",
+    r"to exclude",
+    r"exclude",
     r"neither",
     r"nor",
     r"never",
@@ -729,12 +756,18 @@ def find_mentions(text: str) -> list[Mention]:
 _RANK = {POSITIVE: 2, UNCERTAIN: 1, NEGATIVE: 0}
 
 
-def aggregate(mentions: Iterable[Mention], *, text: str = "") -> dict[str, Label]:
+def aggregate(
+    mentions: Iterable[Mention], *, text: str = "", devices_block_no_finding: bool = False
+) -> dict[str, Label]:
     """Combine mention labels into one label per observation (positive > uncertain > negative).
 
     Args:
         mentions: mentions from ``find_mentions``/``label_sentence``.
         text: the text they came from; used only to decide whether it reads as a normal report.
+        devices_block_no_finding: when True, a positive or uncertain Support Devices label also
+            keeps "No Finding" from being positive. False (the default) is CheXpert's rule: a
+            device is not a finding. True follows the IU curators' convention (they never tag a
+            report that mentions a device ``normal``); use it to compare with their tags.
 
     Returns:
         Observation name -> ``Label``, in CheXpert order, unmentioned observations left out.
@@ -747,7 +780,9 @@ def aggregate(mentions: Iterable[Mention], *, text: str = "") -> dict[str, Label
         if m.laterality and m.value != NEGATIVE:
             sides.setdefault(m.observation, set()).add(m.laterality)
     other = best.pop(_OTHER, None)
-    abnormal = any(v != NEGATIVE for obs, v in best.items() if obs != "Support Devices")
+    abnormal = any(
+        v != NEGATIVE for obs, v in best.items() if devices_block_no_finding or obs != "Support Devices"
+    )
     if not abnormal and other in (None, NEGATIVE):
         reads_normal = bool(_NORMAL_REPORT_RE.search(text.lower())) or any(
             v == NEGATIVE for v in best.values()
@@ -766,18 +801,19 @@ def aggregate(mentions: Iterable[Mention], *, text: str = "") -> dict[str, Label
     return labels
 
 
-def label_report(text: str) -> dict[str, Label]:
+def label_report(text: str, *, devices_block_no_finding: bool = False) -> dict[str, Label]:
     """Label a report's text with CheXpert's 14 observations.
 
     Args:
         text: the report text (for example findings and impression joined).
+        devices_block_no_finding: see ``aggregate``; False (default) keeps CheXpert's semantics.
 
     Returns:
         Observation name -> ``Label`` for every observation the text mentions, in CheXpert order;
         observations not mentioned are left out. "No Finding" appears (positive) only when the
         text reads as normal.
     """
-    return aggregate(find_mentions(text), text=text)
+    return aggregate(find_mentions(text), text=text, devices_block_no_finding=devices_block_no_finding)
 
 
 def report_text(record: Mapping[str, object]) -> str:
@@ -791,11 +827,12 @@ def report_text(record: Mapping[str, object]) -> str:
     return "\n\n".join(parts)
 
 
-def label_record(record: Mapping[str, object]) -> dict[str, Label]:
+def label_record(record: Mapping[str, object], *, devices_block_no_finding: bool = False) -> dict[str, Label]:
     """Label a report record from its ``findings`` and ``impression`` fields.
 
     Args:
         record: a mapping with optional string fields ``findings`` and ``impression``.
+        devices_block_no_finding: see ``aggregate``; False (default) keeps CheXpert's semantics.
 
     Returns:
         As ``label_report``.
@@ -805,7 +842,7 @@ def label_record(record: Mapping[str, object]) -> dict[str, Label]:
     """
     if not any(isinstance(record.get(k), str) for k in ("findings", "impression")):
         raise ValueError("record has neither a 'findings' nor an 'impression' string")
-    return label_report(report_text(record))
+    return label_report(report_text(record), devices_block_no_finding=devices_block_no_finding)
 
 
 def labels_as_strings(labels: Mapping[str, Label]) -> dict[str, str]:
