@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _postgres import start_cluster_or_skip_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,3 +70,33 @@ def pydicom_data_file():
         return Path(found)
 
     return _get
+
+
+# --- review store on both backends (SQLite file, throwaway PostgreSQL cluster) ---
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL cluster for the whole session; skips with a reason when it cannot run."""
+    cluster, reason = start_cluster_or_skip_reason()
+    if cluster is None:
+        pytest.skip(reason)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def store_url(request, tmp_path):
+    """URL of an empty database: a SQLite file, or a fresh database in the PostgreSQL cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_cluster").create_database()
+
+
+@pytest.fixture
+def store(store_url):
+    """An open, migrated store on each backend."""
+    from pipelines.store import open_store
+
+    s = open_store(store_url, audit_key=b"test-key")
+    yield s
+    s.close()
