@@ -110,5 +110,37 @@ def phantoms(
     _print_summary("phantoms", summary.as_dict())
 
 
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Store URL (default $MEDVLM_DATABASE_URL or sqlite:///var/medvlm.db).")
+]
+
+
+@audit_app.command("verify")
+def audit_verify(
+    db: DbOption = None,
+    actor: Annotated[str, typer.Option(help="Who is verifying (recorded in the log).")] = "cli",
+) -> None:
+    """Re-hash the whole audit chain; exit 1 and name the first broken event if it was tampered with."""
+    from compliance.audit import append_event, verify_chain
+    from pipelines.store import open_store
+
+    with open_store(db) as store:
+        with store.transaction() as session:
+            result = verify_chain(session)
+        # Reading the audit log is itself an audited event; logged after the check so it cannot mask it.
+        with store.transaction() as session:
+            append_event(session, actor=actor, action="audit.verify", object_type="audit_log",
+                         object_id="chain", outcome="ok" if result.ok else "broken",
+                         details={"checked": result.checked, "broken_at": result.broken_at})
+    if result.ok:
+        _print_summary("audit verify: OK", {"events checked": result.checked, "head hash": result.head_hash[:16]})
+        return
+    console.print(f"[bold red]audit chain BROKEN[/] at event {result.broken_at}: {result.reason}")
+    raise typer.Exit(code=1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
