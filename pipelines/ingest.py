@@ -1,0 +1,227 @@
+"""`medvlm ingest`: a folder of DICOM (and PNG/JPEG) files → studies.jsonl + quarantine/.
+
+Each file is read, gated (chest CR/DX, `dicom_io.gate`) before its pixels are decoded, then
+decoded and normalised (which proves the pixels are usable). Nothing stops the run: a file that
+fails gets one JSON record in ``quarantine/<name>.json`` (code, error, detail, hint, path) and a
+hard link (or copy) in ``quarantine/files/``; ``<name>`` is a hash of its path relative to SRC,
+so a re-run overwrites instead of duplicating, and records of files that now pass are removed.
+
+Outputs are rewritten atomically (temporary file + rename): running twice gives identical
+files. Two files with the same SOP Instance UID: the first in sorted path order is kept, the
+other is quarantined as ``duplicate``. Hidden files, ``DICOMDIR`` and the output folder (when it
+lies inside SRC) are not read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dicom_io.errors import DicomIOError
+from dicom_io.gate import check_chest_radiograph, check_dataset
+from dicom_io.normalise import WINDOWS
+from dicom_io.reader import IMAGE_SUFFIXES, get_data, header_meta, read
+from dicom_io.study import DuplicateInstance, ImageMeta, MissingUID, group_studies
+
+STUDIES_FILE = "studies.jsonl"
+QUARANTINE_DIR = "quarantine"
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """Counts of one ingest run."""
+
+    files_seen: int
+    """Files walked (hidden files, DICOMDIR and the output folder excluded)."""
+    images_accepted: int
+    """Images written to studies.jsonl."""
+    studies: int
+    """Studies written to studies.jsonl."""
+    quarantined: int
+    """Files quarantined."""
+    by_reason: dict[str, int] = field(default_factory=dict)
+    """Quarantined files per reason code (not_chest_radiograph, unreadable, duplicate ...)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counts."""
+        return {"files_seen": self.files_seen, "images_accepted": self.images_accepted, "studies": self.studies,
+                "quarantined": self.quarantined, "by_reason": dict(sorted(self.by_reason.items()))}
+
+
+def ingest_file(path: str | Path, *, window: str = "auto", size: int | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """Read, gate, decode and normalise one file (the per-file work of `run_ingest`).
+
+    Args:
+        path: a DICOM, PNG or JPEG file.
+        window: intensity rule (see `dicom_io.normalise`).
+        size: if given, also resize to (size, size), aspect kept by padding.
+
+    Returns:
+        (pixels, meta): (H, W) or (size, size) float32 in [0, 1], and its `ImageMeta`.
+
+    Raises:
+        DicomIOError: a subclass with the reason (unreadable, not a chest radiograph, missing UID ...).
+    """
+    p = Path(path)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        from dicom_io.images import read_image
+
+        pixels, meta = read_image(p, window=window)
+        check_chest_radiograph(meta)
+    else:
+        ds = read(p)
+        check_dataset(ds, header_meta(ds, p))  # gate before the (costly) decode
+        pixels, meta = get_data(ds, window=window, path=p)
+        if not (meta.study_uid and meta.series_uid and meta.sop_uid):
+            raise MissingUID(p, "Study, Series or SOP Instance UID missing",
+                             "the sender must fill the UIDs; de-identification tools can generate them")
+    if size is not None:
+        from dicom_io.sitk_reader import resize
+
+        pixels = resize(pixels, int(size), keep_aspect=True)
+    return pixels, meta
+
+
+def _walk(src: Path, out: Path) -> list[Path]:
+    """Files under `src`, sorted, without hidden files, DICOMDIR and anything under `out`."""
+    out_resolved = out.resolve()
+
+    def visit(folder: Path) -> Iterator[Path]:
+        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                if entry.resolve() != out_resolved:
+                    yield from visit(entry)
+            elif entry.is_file() and entry.name.upper() != "DICOMDIR":
+                yield entry
+
+    if src.is_file():
+        return [src]
+    return list(visit(src))
+
+
+def _stable_name(relative: str) -> str:
+    return hashlib.sha256(relative.encode("utf-8")).hexdigest()[:20]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _link_atomic(source: Path, target: Path) -> None:
+    """Hard-link `source` at `target` (copy across file systems), replacing any older entry."""
+    if target.exists() and target.stat().st_size == source.stat().st_size and \
+            (os.path.samefile(source, target) or target.read_bytes() == source.read_bytes()):
+        return
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)
+    os.replace(tmp, target)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _quarantine_record(exc: BaseException, path: Path, relative: str) -> dict[str, Any]:
+    if isinstance(exc, DicomIOError):
+        record: dict[str, Any] = dict(exc.as_record())
+    else:  # only the type name: the message of an unexpected error may quote header values (PHI)
+        record = {"code": "internal_error", "error": type(exc).__name__, "path": None,
+                  "detail": "unexpected error while ingesting this file",
+                  "hint": "report it to the maintainers (send the error type, not the file)"}
+    record["path"] = str(path.resolve())
+    record["relative_path"] = relative
+    return record
+
+
+def run_ingest(src: Path, out: Path, *, window: str = "auto", progress: bool = True) -> IngestSummary:
+    """Ingest a folder: studies.jsonl for accepted images, quarantine/ for the rest.
+
+    Args:
+        src: folder walked recursively (or a single file).
+        out: output folder (created); gets ``studies.jsonl`` (one study per line, sorted by
+            study UID, each image with source and relative path, UIDs, view, modality, shape and
+            full `ImageMeta`) and ``quarantine/``.
+        window: intensity rule used to validate normalisation (see `dicom_io.normalise`).
+        progress: show a Rich progress bar on stderr.
+
+    Returns:
+        The counts.
+
+    Raises:
+        FileNotFoundError: `src` does not exist.
+        ValueError: unknown `window`.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: source folder not found")
+    if window not in WINDOWS:
+        raise ValueError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
+    root = src.resolve() if src.is_dir() else src.resolve().parent
+    files = _walk(src, out)
+    quarantine = out / QUARANTINE_DIR
+    (quarantine / "files").mkdir(parents=True, exist_ok=True)
+
+    accepted: dict[str, ImageMeta] = {}
+    kept_from: dict[str, str] = {}
+    records: dict[str, tuple[dict[str, Any], Path]] = {}
+    columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+        task = bar.add_task("ingest", total=len(files))
+        for path in files:
+            relative = _relative(path, root)
+            try:
+                _, meta = ingest_file(path, window=window)
+                if meta.sop_uid in accepted:
+                    raise DuplicateInstance(path, f"same SOP Instance UID as {kept_from[meta.sop_uid]}, which was kept",
+                                            "remove one of the two files")
+                accepted[meta.sop_uid] = meta
+                kept_from[meta.sop_uid] = relative
+            except Exception as exc:  # noqa: BLE001 - a bad file must never stop the batch
+                records[_stable_name(relative)] = (_quarantine_record(exc, path, relative), path)
+            bar.advance(task)
+
+    studies = group_studies(accepted.values())
+    lines = [json.dumps(study.to_dict(root=root), sort_keys=True) for study in studies]
+    _write_atomic(out / STUDIES_FILE, "".join(line + "\n" for line in lines))
+    for name, (record, path) in sorted(records.items()):
+        stored = f"{name}{path.suffix.lower()}"
+        _link_atomic(path, quarantine / "files" / stored)
+        record["stored_file"] = f"files/{stored}"
+        _write_atomic(quarantine / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _remove_stale(quarantine, set(records))
+    by_reason = Counter(record["code"] for record, _ in records.values())
+    return IngestSummary(files_seen=len(files), images_accepted=len(accepted), studies=len(studies),
+                         quarantined=len(records), by_reason=dict(by_reason))
+
+
+def _remove_stale(quarantine: Path, names: set[str]) -> None:
+    """Delete quarantine entries of files that no longer fail (or no longer exist)."""
+    for entry in quarantine.glob("*.json"):
+        if entry.stem not in names:
+            entry.unlink()
+    for entry in (quarantine / "files").iterdir():
+        if entry.name.split(".")[0] not in names:
+            entry.unlink()
