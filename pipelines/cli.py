@@ -37,6 +37,8 @@ def _known_errors() -> tuple[type[Exception], ...]:
 def _print_summary(title: str, summary: dict) -> None:
     table = Table(title=title, show_header=False)
     for key, value in summary.items():
+        if isinstance(value, dict):
+            value = "\n".join(f"{k}: {v}" for k, v in value.items()) or "-"
         table.add_row(str(key), str(value))
     console.print(table)
 

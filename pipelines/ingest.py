@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dicom_io.errors import DicomIOError
+from dicom_io.errors import DicomIOError, PixelDataError
 from dicom_io.gate import check_chest_radiograph, check_dataset
 from dicom_io.normalise import WINDOWS
 from dicom_io.reader import IMAGE_SUFFIXES, get_data, header_meta, read
@@ -79,6 +79,11 @@ def ingest_file(path: str | Path, *, window: str = "auto", size: int | None = No
         check_chest_radiograph(meta)
     else:
         ds = read(p)
+        if "PixelData" not in ds:
+            # Checked before the gate: a file cut short in its header would otherwise be misreported
+            # as "modality absent" instead of as the truncated file it is.
+            raise PixelDataError(p, "no pixel data (file truncated, or not an image object)",
+                                 "re-export the image from the PACS or modality")
         check_dataset(ds, header_meta(ds, p))  # gate before the (costly) decode
         pixels, meta = get_data(ds, window=window, path=p)
         if not (meta.study_uid and meta.series_uid and meta.sop_uid):

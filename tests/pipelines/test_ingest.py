@@ -138,3 +138,20 @@ def test_output_folder_inside_source_is_not_ingested(src):
     first = run_ingest(src, out, progress=False)
     second = run_ingest(src, out, progress=False)  # quarantine copies under out/ must not be re-read
     assert first == second and second.files_seen == 7
+
+
+def test_truncated_file_is_quarantined_as_truncated_not_as_wrong_modality(tmp_path, pydicom_data_file):
+    """A file cut inside its header must say so, not blame the gate."""
+    src = tmp_path / "src"
+    src.mkdir()
+    whole = pydicom_data_file("RG1_UNCR.dcm").read_bytes()
+    (src / "cut.dcm").write_bytes(whole[:600])
+    from pipelines.ingest import run_ingest
+
+    summary = run_ingest(src, tmp_path / "out", progress=False)
+    assert summary.as_dict()["quarantined"] == 1
+    import json
+
+    (record_path,) = (tmp_path / "out" / "quarantine").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["code"] in {"bad_pixel_data", "unreadable"}, record
