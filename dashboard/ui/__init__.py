@@ -1,0 +1,1 @@
+"""Streamlit rendering of the dashboard's pages; logic lives in ``dashboard.logic``."""
