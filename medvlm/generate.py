@@ -1,0 +1,283 @@
+"""Drafting reports and answering questions: batched generation with a KV cache, confidences, streaming.
+
+Batches are left-padded (the next token of every row is then at the last position), decoding is
+greedy or beam search (no sampling: drafts must be reproducible), and each sentence of a draft
+carries a confidence from the token log-probabilities (`medvlm.confidence`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medvlm.build import MedVLM
+from medvlm.confidence import SentenceConfidence, sentence_confidences
+from medvlm.config import GenerationSettings
+from medvlm.processor import collate, encode_question, encode_study
+from medvlm.prompts import parse_report
+from medvlm.tokenizer import stop_token_ids
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """What the model sees of one study."""
+
+    images: Sequence[np.ndarray]
+    """1..max_views float32 [0, 1] (H, W) arrays: frontal first, then lateral."""
+    prior_images: Sequence[np.ndarray] = ()
+    """Views of a prior study, if any."""
+    prior_report: str | None = None
+    """The prior study's report."""
+    indication: str | None = None
+    """Clinical indication."""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A drafted report."""
+
+    findings: str
+    """FINDINGS section ("" if the model wrote none)."""
+    impression: str
+    """IMPRESSION section ("" if the model wrote none)."""
+    text: str
+    """The whole generated text."""
+    sentences: list[SentenceConfidence] = field(default_factory=list)
+    """Each sentence with its section and confidence."""
+    n_tokens: int = 0
+    """Generated tokens (stop token excluded)."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An answer to a question about a study."""
+
+    text: str
+    """The answer."""
+    confidence: float
+    """exp(mean token logprob) over the whole answer (0 when empty)."""
+    sentences: list[SentenceConfidence] = field(default_factory=list)
+    """Each sentence with its confidence."""
+
+
+def _generate_kwargs(
+    bundle: MedVLM, settings: GenerationSettings, min_new_tokens: int | None
+) -> dict[str, Any]:
+    tok = bundle.tokenizer
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": settings.max_new_tokens,
+        "num_beams": settings.num_beams,
+        "do_sample": False,
+        "use_cache": True,
+        "repetition_penalty": settings.repetition_penalty,
+        "eos_token_id": stop_token_ids(tok),
+        "pad_token_id": tok.pad_token_id,
+    }
+    if min_new_tokens:
+        kwargs["min_new_tokens"] = min_new_tokens
+    return kwargs
+
+
+def _run_batch(
+    bundle: MedVLM,
+    encodings: list[dict[str, Any]],
+    settings: GenerationSettings,
+    min_new_tokens: int | None,
+) -> list[tuple[list[int], list[float]]]:
+    """Generate for one batch; per row (generated ids, their log-probabilities), stop token removed."""
+    import torch
+
+    tok = bundle.tokenizer
+    batch = collate(encodings, tok.pad_token_id, padding_side="left")
+    prompt_len = batch["input_ids"].shape[1]
+    kwargs = _generate_kwargs(bundle, settings, min_new_tokens)
+    beam = settings.num_beams > 1
+    model = bundle.model
+    model.eval()
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=batch["input_ids"],  # (B, L)
+            attention_mask=batch["attention_mask"],  # (B, L)
+            pixel_values=batch["pixel_values"].to(bundle.llava.dtype),  # (sum V, 3, S, S)
+            return_dict_in_generate=True,
+            output_scores=beam,
+            output_logits=not beam,
+            **kwargs,
+        )
+        if beam:  # beam scores are already log-softmaxed (and length-penalty free per step)
+            scores = bundle.llava.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+        else:  # raw logits -> the model's own log-probabilities, unaffected by logits processors
+            scores = bundle.llava.compute_transition_scores(out.sequences, out.logits, normalize_logits=True)
+    new_ids = out.sequences[:, prompt_len:]  # (B, T)
+    stops = set(kwargs["eos_token_id"])
+    rows = []
+    for ids, lps in zip(new_ids.tolist(), scores.float().tolist(), strict=True):
+        keep_ids, keep_lps = [], []
+        for t, lp in zip(ids, lps, strict=False):
+            if t in stops:
+                break
+            keep_ids.append(t)
+            keep_lps.append(lp if np.isfinite(lp) else -1e4)
+        rows.append((keep_ids, keep_lps))
+    return rows
+
+
+def encode_studies(bundle: MedVLM, studies: Sequence[StudyInput]) -> list[dict[str, Any]]:
+    """Encode studies as drafting prompts with the bundle's processor and config (see `encode_study`)."""
+    cfg = bundle.config
+    return [
+        encode_study(
+            bundle.processor,
+            cfg.prompt,
+            s.images,
+            image_seq_length=bundle.image_seq_length,
+            max_views=cfg.max_views,
+            prior_images=s.prior_images,
+            prior_report=s.prior_report,
+            indication=s.indication,
+        )
+        for s in studies
+    ]
+
+
+def generate_drafts(
+    bundle: MedVLM,
+    studies: Sequence[StudyInput],
+    settings: GenerationSettings | None = None,
+    *,
+    min_new_tokens: int | None = None,
+) -> list[Draft]:
+    """Draft a report for each study, `settings.batch_size` studies per `generate` call.
+
+    Args:
+        bundle: model + processor + config.
+        studies: the studies, in order.
+        settings: decoding settings; default the bundle config's.
+        min_new_tokens: force at least this many tokens (benchmarks: a fixed amount of work).
+
+    Returns:
+        One `Draft` per study, in input order.
+
+    Raises:
+        ValueError: a malformed study (see `encode_study`).
+    """
+    settings = settings or bundle.config.generation
+    encodings = encode_studies(bundle, studies)
+    drafts: list[Draft] = []
+    for start in range(0, len(encodings), settings.batch_size):
+        rows = _run_batch(bundle, encodings[start : start + settings.batch_size], settings, min_new_tokens)
+        for ids, lps in rows:
+            text, sentences = sentence_confidences(bundle.tokenizer, ids, lps, settings.sentence_confidence)
+            sections = parse_report(text)
+            drafts.append(Draft(sections.findings, sections.impression, text, sentences, len(ids)))
+    return drafts
+
+
+def draft_report(bundle: MedVLM, study: StudyInput, settings: GenerationSettings | None = None) -> Draft:
+    """Draft one study's report (see `generate_drafts`)."""
+    return generate_drafts(bundle, [study], settings)[0]
+
+
+def answer_question(
+    bundle: MedVLM,
+    images: Sequence[np.ndarray],
+    question: str,
+    history: list[tuple[str, str]] | None = None,
+    settings: GenerationSettings | None = None,
+) -> Answer:
+    """Answer a question about a study's images, after earlier (question, answer) turns.
+
+    Args:
+        bundle: model + processor + config.
+        images: the study's views, float32 [0, 1] (H, W).
+        question: the clinician's question.
+        history: earlier turns of this conversation, oldest first.
+        settings: decoding settings; default the bundle config's.
+
+    Returns:
+        The answer with its confidence.
+    """
+    settings = settings or bundle.config.generation
+    enc = encode_question(
+        bundle.processor,
+        bundle.config.prompt,
+        images,
+        question,
+        image_seq_length=bundle.image_seq_length,
+        max_views=bundle.config.max_views,
+        history=history,
+    )
+    ((ids, lps),) = _run_batch(bundle, [enc], settings, None)
+    text, sentences = sentence_confidences(bundle.tokenizer, ids, lps, settings.sentence_confidence)
+    confidence = float(np.exp(np.mean(lps))) if lps else 0.0
+    return Answer(text.strip(), confidence, sentences)
+
+
+def stream_draft(
+    bundle: MedVLM,
+    study: StudyInput,
+    settings: GenerationSettings | None = None,
+    *,
+    timeout_s: float = 300.0,
+) -> Iterator[str]:
+    """Yield a draft's text piece by piece as it is generated (for a live view in the dashboard).
+
+    Generation runs in a thread feeding a `TextIteratorStreamer`; joining the pieces gives the
+    same text as `draft_report` (greedy). Errors in the thread are re-raised here.
+
+    Args:
+        bundle: model + processor + config.
+        study: the study.
+        settings: decoding settings (streaming is greedy: `num_beams` is forced to 1).
+        timeout_s: longest wait for the next piece.
+
+    Yields:
+        Decoded text pieces (special tokens skipped).
+    """
+    import torch
+    from transformers import TextIteratorStreamer
+
+    settings = settings or bundle.config.generation
+    (enc,) = encode_studies(bundle, [study])
+    tok = bundle.tokenizer
+    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
+    kwargs = _generate_kwargs(bundle, settings, None)
+    kwargs["num_beams"] = 1
+    errors: list[BaseException] = []
+    model = bundle.model
+    model.eval()
+
+    def _work() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(
+                    input_ids=enc["input_ids"][None],  # (1, L)
+                    attention_mask=enc["attention_mask"][None],  # (1, L)
+                    pixel_values=enc["pixel_values"].to(bundle.llava.dtype),  # (V, 3, S, S)
+                    streamer=streamer,
+                    **kwargs,
+                )
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=_work, name="medvlm-stream", daemon=True)
+    thread.start()
+    try:
+        yield from streamer
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def image_token_count(input_ids: torch.Tensor, bundle: MedVLM) -> int:
+    """Number of `<image>` placeholders in `input_ids` (any shape)."""
+    return int((input_ids == bundle.llava.config.image_token_id).sum())
