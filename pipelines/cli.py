@@ -22,6 +22,22 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep third-party chatter (weight-loading bars, deprecation notices) off the user's terminal."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Store URL (default $MEDVLM_DATABASE_URL or sqlite:///var/medvlm.db).")
+]
+
+
 def _fail(exc: Exception) -> None:
     """Print a typed error as one actionable line and exit 2 (no traceback reaches the user)."""
     console.print(f"[bold red]error[/]: {type(exc).__name__}: {exc}", markup=True, highlight=False)
@@ -29,9 +45,11 @@ def _fail(exc: Exception) -> None:
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
+    """Errors that carry an actionable message; anything else is a bug and keeps its traceback."""
     from dicom_io.errors import DicomIOError
+    from medvlm.errors import MedVLMError
 
-    return (DicomIOError, FileNotFoundError, NotADirectoryError, ValueError)
+    return (DicomIOError, MedVLMError, FileNotFoundError, NotADirectoryError, ValueError, RuntimeError)
 
 
 def _print_summary(title: str, summary: dict) -> None:
@@ -41,6 +59,40 @@ def _print_summary(title: str, summary: dict) -> None:
             value = "\n".join(f"{k}: {v}" for k, v in value.items()) or "-"
         table.add_row(str(key), str(value))
     console.print(table)
+
+
+@app.command()
+def demo(
+    var_dir: Annotated[Path, typer.Option("--var", help="Folder for everything the demo writes.")] = Path("var"),
+    n_train: Annotated[int, typer.Option(help="Phantom studies for training/evaluation.")] = 300,
+    n_incoming: Annotated[int, typer.Option(help="New phantom studies for the batch job.")] = 12,
+    retrain: Annotated[bool, typer.Option(help="Train even if a champion is registered.")] = False,
+    dashboard: Annotated[bool, typer.Option(help="Open the dashboard on the drafts at the end.")] = True,
+    port: Annotated[int, typer.Option(help="Dashboard port.")] = 8501,
+) -> None:
+    """Phantoms -> train -> evaluate -> register -> batch drafts -> dashboard, all local. NOT FOR CLINICAL USE."""
+    from pipelines.demo import DemoConfig, run_demo
+
+    try:
+        summary = run_demo(DemoConfig(var_dir=var_dir, n_train=n_train, n_incoming=n_incoming, retrain=retrain),
+                           console)
+    except _known_errors() as exc:
+        _fail(exc)
+    train = summary.get("train") or {}
+    evaluation = train.get("evaluation") or {}
+    rows = {"timings (s)": summary["timings"]}
+    if evaluation:
+        rows["clinical macro-F1 (held-out)"] = {n: _fmt(e.get("clinical_macro_f1")) for n, e in evaluation.items()}
+        rows["release gate"] = (train.get("registry") or {}).get("reason", "-")
+    else:
+        rows["training"] = train.get("skipped", "-")
+    rows["drafts"] = summary.get("draft")
+    _print_summary("demo (synthetic phantoms; NOT FOR CLINICAL USE)", rows)
+    if dashboard:
+        from pipelines.dashboard_cmd import dashboard_command
+
+        console.print("log in as [bold]rad[/] / [bold]rad-demo[/] (radiologist) or res / res-demo (resident)")
+        raise typer.Exit(code=dashboard_command(summary["db"], port, "127.0.0.1", model=summary["model"]))
 
 
 @app.command()
@@ -171,12 +223,109 @@ def evaluate(
     console.print(f"written: {result['eval_md']}")
 
 
+@app.command()
+def dashboard(
+    db: DbOption = None,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8501,
+    host: Annotated[str, typer.Option(help="Bind address; keep loopback unless behind a TLS proxy.")] = "127.0.0.1",
+    model: Annotated[str | None, typer.Option(help="Model for the Ask page (dir or models:/medvlm@champion).")] = None,
+) -> None:
+    """Start the review dashboard (Streamlit) on 127.0.0.1 and print its URL; Ctrl-C stops it."""
+    from pipelines.dashboard_cmd import dashboard_command
+
+    raise typer.Exit(code=dashboard_command(db, port, host, model=model))
+
+
+@app.command()
+def draft(
+    model: Annotated[str, typer.Option("--model", help="Checkpoint folder or models:/medvlm@champion.")],
+    source: Annotated[str, typer.Option("--source", help="FOLDER | folder+watch:FOLDER | dicomweb:URL | "
+                                                       "dimse://AET@HOST:PORT?calling=AET&our_port=N")],
+    db: DbOption = None,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0: draft in this process).")] = 1,
+    engine: Annotated[str, typer.Option(help="local | ray")] = "local",
+    limit: Annotated[int | None, typer.Option(help="Take at most this many studies.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Studies per generate call in a worker.")] = 4,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Token budget per report.")] = None,
+    lease_seconds: Annotated[float, typer.Option(help="Job lease; an expired lease is reclaimed.")] = 300.0,
+    work_dir: Annotated[Path, typer.Option(help="Where studies pulled from a PACS are written.")] = Path("var/incoming"),
+    watch: Annotated[bool, typer.Option(help="Keep watching a folder source for new studies.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (engine ray).")] = None,
+) -> None:
+    """Draft reports for new studies into the review store: each study exactly once, resumable after a crash."""
+    from pipelines.draft_commands import draft_command
+
+    try:
+        summary = draft_command(model, source, db, workers, engine, lease_seconds, limit, True,
+                                batch_size=batch_size, max_new_tokens=max_new_tokens, work_dir=work_dir,
+                                watch=watch, ray_address=ray_address)
+    except _known_errors() as exc:
+        _fail(exc)
+    _print_summary("draft", summary.as_dict())
+
+
+@app.command()
+def export(
+    db: DbOption = None,
+    study: Annotated[str, typer.Option(help="A study UID, or all.")] = "all",
+    sink: Annotated[str | None, typer.Option(help="stow:URL | cstore://AET@HOST:PORT")] = None,
+    fhir_out: Annotated[Path | None, typer.Option(help="Folder for FHIR DiagnosticReport JSON.")] = None,
+    sr_out: Annotated[Path | None, typer.Option(help="Also write the SR files here.")] = None,
+    include_unsigned: Annotated[bool, typer.Option(help="Also send unsigned drafts (as UNVERIFIED).")] = False,
+    resend: Annotated[bool, typer.Option(help="Send again what was already exported (same SR UIDs).")] = False,
+) -> None:
+    """Send signed reports back to the PACS as DICOM SR (and FHIR DiagnosticReport JSON)."""
+    from pipelines.draft_commands import export_command
+
+    try:
+        summary = export_command(db, study, sink, fhir_out, include_unsigned, resend=resend, sr_out=sr_out)
+    except _known_errors() as exc:
+        _fail(exc)
+    _print_summary("export", summary.as_dict())
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question about the study.")],
+    model: Annotated[str, typer.Option("--model", help="Checkpoint folder or models:/medvlm@champion.")],
+    study: Annotated[Path, typer.Option("--study", help="Folder with the study's DICOM files.")],
+) -> None:
+    """Ask the model a question about a study's images."""
+    from pipelines.draft_commands import ask_command
+
+    try:
+        answer = ask_command(model, study, question)
+    except _known_errors() as exc:
+        _fail(exc)
+    typer.echo(answer)
+
+
+@app.command("export-dataset")
+def export_dataset(
+    out: Annotated[Path, typer.Option("--out", help="Output training folder (reports.jsonl + DICOM).")],
+    db: DbOption = None,
+    key_file: Annotated[Path | None, typer.Option(help="De-identification key (else $MEDVLM_DEID_KEY).")] = None,
+    recipe: Annotated[Path | None, typer.Option(help="De-identification recipe (default: compliance/deid).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only versions signed at or after this ISO 8601 time.")] = None,
+) -> None:
+    """Export approved (signed) reports with their images, de-identified, as a fine-tuning dataset."""
+    from datetime import datetime
+
+    from pipelines.export_dataset import export_approved_pairs
+    from pipelines.store import open_store
+
+    try:
+        with open_store(db) as store:
+            summary = export_approved_pairs(store, out, key_file=key_file, recipe=recipe,
+                                            since=datetime.fromisoformat(since) if since else None)
+    except _known_errors() as exc:
+        _fail(exc)
+    _print_summary("export-dataset", summary.as_dict())
+
+
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 
-DbOption = Annotated[
-    str | None, typer.Option("--db", help="Store URL (default $MEDVLM_DATABASE_URL or sqlite:///var/medvlm.db).")
-]
 
 
 @audit_app.command("verify")

@@ -41,13 +41,14 @@ def dashboard_argv(port: int, host: str = "127.0.0.1", app_path: Path = APP_PATH
     ]
 
 
-def dashboard_command(db_url: str | None, port: int, host: str = "127.0.0.1") -> int:
+def dashboard_command(db_url: str | None, port: int, host: str = "127.0.0.1", model: str | None = None) -> int:
     """Run the dashboard until it exits (Ctrl-C stops it) and return its exit status.
 
     Args:
         db_url: review store URL; None keeps ``$MEDVLM_DATABASE_URL`` or the default SQLite file.
         port: TCP port.
         host: bind address; anything but loopback prints a warning (no TLS here).
+        model: checkpoint folder or MLflow URI for the Ask page (else ``$MEDVLM_MODEL``).
 
     Returns:
         The Streamlit process exit status (0 after Ctrl-C).
@@ -55,6 +56,8 @@ def dashboard_command(db_url: str | None, port: int, host: str = "127.0.0.1") ->
     env = dict(os.environ)
     if db_url:
         env[DATABASE_URL_ENV] = db_url
+    if model:
+        env["MEDVLM_MODEL"] = str(model)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: binding to {host}; serve it through a TLS reverse proxy", file=sys.stderr)
     print(f"medvlm dashboard: http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/", flush=True)

@@ -58,7 +58,8 @@ def test_cli_help_lists_commands():
 
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("ingest", "deid", "label", "phantoms"):
+    for command in ("demo", "phantoms", "ingest", "deid", "label", "train", "evaluate", "draft", "export", "ask",
+                    "export-dataset", "audit", "dashboard"):
         assert command in result.output
 
 

@@ -672,46 +672,67 @@ def run_loop(
     t0 = time.perf_counter()
     per_step = loop.batch_size * loop.grad_accum
     ran = 0
-    for step in range(start, loop.steps):
-        torch.manual_seed(sample_seed(seed, step, -1))  # dropout: a function of the step, not of history
-        local = shard(step_indices(n_items, step, per_step, seed), rt)
-        micro = list(iter_micro_batches(local, loop.grad_accum))
-        step_loss = 0.0
-        for m, idx in enumerate(micro):
-            sync = contextlib.nullcontext()
-            if ddp is not None and m < len(micro) - 1:
-                sync = ddp.no_sync()  # all-reduce gradients once per optimiser step
-            with sync:
-                with rt.autocast():
-                    loss = loss_fn(idx, step)
-                (loss / len(micro)).backward()
-            step_loss += float(loss.detach()) / len(micro)
-        if rt.distributed:
-            import torch.distributed as dist
+    bar = _progress(disable=not rt.is_main)
+    task = bar.add_task(stage, total=loop.steps, completed=start, loss=float("nan"))
+    with bar:  # stops the live display on errors too
+        for step in range(start, loop.steps):
+            torch.manual_seed(sample_seed(seed, step, -1))  # dropout: a function of the step, not of history
+            local = shard(step_indices(n_items, step, per_step, seed), rt)
+            micro = list(iter_micro_batches(local, loop.grad_accum))
+            step_loss = 0.0
+            for m, idx in enumerate(micro):
+                sync = contextlib.nullcontext()
+                if ddp is not None and m < len(micro) - 1:
+                    sync = ddp.no_sync()  # all-reduce gradients once per optimiser step
+                with sync:
+                    with rt.autocast():
+                        loss = loss_fn(idx, step)
+                    (loss / len(micro)).backward()
+                step_loss += float(loss.detach()) / len(micro)
+            if rt.distributed:
+                import torch.distributed as dist
 
-            t = torch.tensor([step_loss], dtype=torch.float64)
-            dist.all_reduce(t)
-            step_loss = float(t[0]) / rt.world_size
-        grad_norm = clip_and_step(params, opt, sched, loop.optim.grad_clip)
-        result.losses.append(step_loss)
-        done = step + 1
-        ran += 1
-        if rt.is_main and (done % loop.log_every == 0 or done == loop.steps):
-            tracker.log_metrics(
-                {f"{stage}/loss": step_loss, f"{stage}/lr": sched.get_last_lr()[0], f"{stage}/grad_norm": grad_norm},
-                step=done,
-            )
-        stopping = stop_after is not None and ran >= stop_after
-        if (loop.checkpoint_every and done % loop.checkpoint_every == 0) or stopping or done == loop.steps:
-            if rt.is_main:
-                save_state(stage_dir, done, module, opt, sched, {"stage": stage})
-            barrier(rt)
-        result.steps_done = done
-        if stopping:
-            break
+                t = torch.tensor([step_loss], dtype=torch.float64)
+                dist.all_reduce(t)
+                step_loss = float(t[0]) / rt.world_size
+            grad_norm = clip_and_step(params, opt, sched, loop.optim.grad_clip)
+            result.losses.append(step_loss)
+            done = step + 1
+            ran += 1
+            bar.update(task, completed=done, loss=step_loss)
+            if rt.is_main and (done % loop.log_every == 0 or done == loop.steps):
+                tracker.log_metrics(
+                    {f"{stage}/loss": step_loss, f"{stage}/lr": sched.get_last_lr()[0], f"{stage}/grad_norm": grad_norm},
+                    step=done,
+                )
+            stopping = stop_after is not None and ran >= stop_after
+            if (loop.checkpoint_every and done % loop.checkpoint_every == 0) or stopping or done == loop.steps:
+                if rt.is_main:
+                    save_state(stage_dir, done, module, opt, sched, {"stage": stage})
+                barrier(rt)
+            result.steps_done = done
+            if stopping:
+                break
     result.finished = result.steps_done >= loop.steps
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _progress(*, disable: bool):
+    """A Rich progress bar for a training stage (steps, loss, elapsed and remaining time)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn(), disable=disable,
+    )
 
 
 class ExampleBuilder:
