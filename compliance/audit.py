@@ -416,6 +416,46 @@ def read_events(
     return events
 
 
+def find_events(
+    session: Session,
+    *,
+    action: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    outcome: str | None = None,
+    limit: int | None = None,
+) -> list[AuditEvent]:
+    """Find events by action / object / outcome for the application's own checks; NOT audited.
+
+    For internal decisions only (e.g. "was this report already exported?"), never to show the log
+    to a person: a human read goes through ``read_events``, which records itself. Every filter left
+    as None matches anything.
+
+    Args:
+        session: an open session; nothing is written.
+        action: only events with this action (``export.fhir``, ``job.complete``, ...).
+        object_type: only events about this kind of object.
+        object_id: only events about this (pseudonymous) object.
+        outcome: only events with this outcome (``ok``, ``refused``, ...).
+        limit: at most this many events.
+
+    Returns:
+        The matching events, oldest first.
+    """
+    stmt = select(audit_events).order_by(audit_events.c.seq)
+    for column, value in (
+        (audit_events.c.action, action),
+        (audit_events.c.object_type, object_type),
+        (audit_events.c.object_id, object_id),
+        (audit_events.c.outcome, outcome),
+    ):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [_to_event(row) for row in session.execute(stmt).all()]
+
+
 def audit_guard_ddl(dialect: str) -> list[str]:
     """Return the DDL statements that make the database refuse UPDATE and DELETE on ``audit_events``.
 

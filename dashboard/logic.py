@@ -463,32 +463,11 @@ def load_worklist(session: Session, filters: WorklistFilters) -> tuple[pd.DataFr
 # One study
 
 
-@dataclass(frozen=True)
-class SignoffView:
-    """A sign-off as shown: who, in which role, when, what it means, which content hash."""
+SignoffView = reviews.SignoffInfo
+"""A sign-off as shown: the store's own detached record (who, role, when, meaning, bound hash)."""
 
-    signer: str
-    role: str
-    signed_at: datetime
-    meaning: str
-    bound_hash: str
-
-
-@dataclass(frozen=True)
-class VersionView:
-    """One immutable report version."""
-
-    id: int
-    version: int
-    findings: str
-    impression: str
-    author: str
-    created_at: datetime
-    status: str
-    content_hash: str
-    parent_id: int | None
-    rejection_reason: str | None
-    signoff: SignoffView | None
+VersionView = reviews.VersionInfo
+"""One immutable report version as shown: the store's own detached record."""
 
 
 @dataclass(frozen=True)
@@ -567,19 +546,6 @@ def study_images(source: str, metadata: Mapping[str, Any] | None) -> list[tuple[
     return sorted(found, key=lambda vp: _view_rank(vp[0]))
 
 
-def _version_view(v: ReportVersion, s: Signoff | None) -> VersionView:
-    so = SignoffView(s.signer, s.role, s.signed_at, s.meaning, s.bound_hash) if s is not None else None
-    return VersionView(v.id, v.version, v.findings, v.impression, v.author, v.created_at, v.status,
-                       v.content_hash, v.parent_id, v.rejection_reason, so)
-
-
-def _version_from_info(info: Any) -> VersionView:
-    so = info.signoff
-    sv = SignoffView(so.signer, so.role, so.signed_at, so.meaning, so.bound_hash) if so is not None else None
-    return VersionView(info.id, info.version, info.findings, info.impression, info.author, info.created_at,
-                       info.status, info.content_hash, info.parent_id, info.rejection_reason, sv)
-
-
 def load_study(session: Session, study_uid: str) -> StudyDetail:
     """Load one study with its latest draft, every version (oldest first) and its Q&A.
 
@@ -612,7 +578,7 @@ def load_study(session: Session, study_uid: str) -> StudyDetail:
         indication=str(meta["indication"]) if meta.get("indication") else None,
         images=study_images(study.source, meta),
         draft=draft,
-        versions=[_version_view(v, s) for v, s in rows],
+        versions=[reviews.version_info(v, s) for v, s in rows],
         questions=[QAView(q.user, q.question, q.answer, q.model_version, q.created_at) for q in qs],
     )
 
@@ -696,7 +662,7 @@ def save_edit(store: Store, user: User, study_uid: str, findings: str, impressio
             study.status = "drafted"
         _audit(store, session, user, "study.edit", study_uid,
                details={"version": new.version, "parent_version": latest.version})
-    return _version_from_info(new)
+    return new
 
 
 def approve(store: Store, user: User, study_uid: str, *, expected_version: int | None = None,
@@ -736,7 +702,7 @@ def approve(store: Store, user: User, study_uid: str, *, expected_version: int |
         raise ReviewError(str(exc)) from None
     with store.transaction() as session:
         _audit(store, session, user, "study.sign", study_uid, details={"version": latest.version})
-    return _version_from_info(reviews.list_versions(store, study_uid)[latest.version - 1])
+    return reviews.list_versions(store, study_uid)[latest.version - 1]
 
 
 def approve_text(store: Store, user: User, study_uid: str, findings: str, impression: str, *,
@@ -795,7 +761,7 @@ def reject(store: Store, user: User, study_uid: str, reason: str, *,
     with store.transaction() as session:
         _audit(store, session, user, "study.reject", study_uid,
                details={"version": latest.version, "reason_chars": len(reason)})
-    return _version_from_info(info)
+    return info
 
 
 def record_question(store: Store, user: User, study_uid: str, question: str, answer: str,

@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import queue as queue_mod
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -40,14 +39,20 @@ from pipelines.store import Store, open_store
 from pipelines.store.jobs import (
     DraftPayload,
     Job,
+    LeaseKeeper,
     LeaseLostError,
     QuarantineError,
     add_study,
+    claim,
     complete,
     enqueue,
     fail,
+    get_study_metadata,
+    job_state,
+    pending_count,
     quarantine,
-    renew_lease,
+    quarantine_study,
+    set_study_metadata,
 )
 
 FRONTAL_VIEWS = ("PA", "AP")
@@ -252,116 +257,14 @@ def _pick(accepted: list[dict[str, Any]], views: tuple[str, ...]) -> str | None:
     return None
 
 
-# The helpers below write the store directly; they belong in `pipelines.store` (requested from its
-# owner as `jobs.quarantine_study`, `jobs.set_study_metadata`, `jobs.claim(..., model_version=,
-# prompt_hash=)`). They follow the store's rules: one transaction, an audit event with it.
-
-
-def quarantine_study(store: Store, study_uid: str, code: str, message: str, *, source: str,
-                     metadata: dict[str, Any], actor: str = "medvlm-draft") -> None:
-    """Record a study as quarantined at intake (no job: it never reached the queue)."""
-    from compliance.audit import append_event
-    from pipelines.store.models import StudyRecord
-
-    add_study(store, study_uid, source=source, metadata=metadata, actor=actor)
-    reason = f"{code}: {message}" if message else code
-    with store.transaction() as session:
-        session.execute(StudyRecord.__table__.update().where(StudyRecord.study_uid == study_uid)
-                        .values(status="quarantined", quarantine_reason=reason[:512], metadata=metadata))
-        append_event(session, actor=actor, action="study.quarantine", object_type="study",
-                     object_id=store.pseudonym(study_uid), outcome="quarantined", details={"code": code[:64]})
-
-
-def set_study_metadata(store: Store, study_uid: str, metadata: dict[str, Any], *, reset_status: bool) -> None:
-    """Replace a study's metadata (files merged in, or a re-checked study); optionally mark it received."""
-    from pipelines.store.models import StudyRecord
-
-    values: dict[str, Any] = {"metadata": metadata}
-    if reset_status:
-        values.update(status="received", quarantine_reason=None)
-    with store.transaction() as session:
-        session.execute(StudyRecord.__table__.update().where(StudyRecord.study_uid == study_uid).values(**values))
-
-
-def study_metadata(store: Store, study_uid: str) -> dict[str, Any]:
-    """The metadata recorded for a study ({} when unknown)."""
-    from sqlalchemy import select
-
-    from pipelines.store.models import StudyRecord
-
-    with store.transaction() as session:
-        meta = session.scalar(select(StudyRecord.metadata_json).where(StudyRecord.study_uid == study_uid))
-    return dict(meta or {})
-
-
-def _job_state(store: Store, study_uid: str, ident: ModelIdentity) -> tuple[int, str] | None:
-    from sqlalchemy import select
-
-    from pipelines.store.models import JobRecord
-
-    with store.transaction() as session:
-        row = session.execute(select(JobRecord.id, JobRecord.state).where(
-            JobRecord.study_uid == study_uid, JobRecord.model_version == ident.model_version,
-            JobRecord.prompt_hash == ident.prompt_hash)).first()
-    return (int(row[0]), str(row[1])) if row else None
-
-
 def claim_matching(store: Store, worker_id: str, lease_seconds: float, ident: ModelIdentity) -> Job | None:
-    """`jobs.claim` restricted to this model version and prompt (a worker must not draft other jobs).
-
-    Same semantics as `pipelines.store.jobs.claim`: queued jobs, or leased ones whose lease
-    expired; a job past its last attempt is marked failed (``lease_expired``) instead.
-    """
-    from datetime import timedelta
-
-    from sqlalchemy import and_, or_, select
-
-    from pipelines.store import jobs as J
-    from pipelines.store.models import JobRecord, utcnow
-
-    now = utcnow()
-    with store.transaction() as session:
-        while True:
-            stmt = (
-                select(JobRecord)
-                .where(JobRecord.model_version == ident.model_version, JobRecord.prompt_hash == ident.prompt_hash,
-                       or_(JobRecord.state == "queued",
-                           and_(JobRecord.state == "leased", JobRecord.lease_expires_at < now)))
-                .order_by(JobRecord.priority.desc(), JobRecord.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            rec = session.scalars(stmt).first()
-            if rec is None:
-                return None
-            previous_owner = rec.lease_owner if rec.state == "leased" else None
-            if rec.attempts >= rec.max_attempts:
-                rec.state, rec.error_code = "failed", "lease_expired"
-                rec.error_message = f"lease expired after {rec.attempts} attempts"
-                rec.lease_owner, rec.lease_expires_at, rec.updated_at, rec.finished_at = None, None, now, now
-                J._set_study_status(session, rec.study_uid, "failed")
-                J._audit(store, session, worker_id, "job.fail", rec.id, "failed", details={"code": "lease_expired"})
-                continue
-            rec.state, rec.lease_owner = "leased", worker_id
-            rec.lease_expires_at = now + timedelta(seconds=lease_seconds)
-            rec.attempts += 1
-            rec.updated_at = now
-            session.flush()
-            J._audit(store, session, worker_id, "job.claim", rec.id,
-                     details={"attempt": rec.attempts, "reclaimed": previous_owner is not None})
-            return J._to_job(rec)
+    """`jobs.claim` restricted to this model version and prompt (a worker must not draft other jobs)."""
+    return claim(store, worker_id, lease_seconds, model_version=ident.model_version, prompt_hash=ident.prompt_hash)
 
 
 def pending_for(store: Store, ident: ModelIdentity) -> int:
     """Jobs of this model version and prompt still queued or leased."""
-    from sqlalchemy import func, select
-
-    from pipelines.store.models import JobRecord
-
-    with store.transaction() as session:
-        return int(session.scalar(select(func.count()).select_from(JobRecord).where(
-            JobRecord.model_version == ident.model_version, JobRecord.prompt_hash == ident.prompt_hash,
-            JobRecord.state.in_(("queued", "leased")))))
+    return pending_count(store, model_version=ident.model_version, prompt_hash=ident.prompt_hash)
 
 
 def ensure_versions(store: Store, ident: ModelIdentity) -> int:
@@ -411,7 +314,7 @@ def intake_study(store: Store, study_key: str, files: Iterable[Path], ident: Mod
                  *, source: str, stats: IntakeStats, actor: str = "medvlm-draft") -> str:
     """Gate one study and queue it (idempotently). Returns ``queued``, ``resumed``, ``skipped:STATE``
     or ``quarantined:CODE``."""
-    existing = _job_state(store, study_key, ident)
+    existing = job_state(store, study_key, ident.model_version, ident.prompt_hash)
     if existing is not None and existing[1] not in ("queued", "leased"):
         stats.skipped[existing[1]] = stats.skipped.get(existing[1], 0) + 1
         return f"skipped:{existing[1]}"
@@ -488,32 +391,6 @@ def draft_payload(draft: Any, ident: ModelIdentity, *, low_confidence: float, ha
                         model_hash=ident.model_version, adapter_hash=ident.adapter_hash)
 
 
-class _LeaseKeeper:
-    """Renews the leases of a batch in a background thread while it is drafted."""
-
-    def __init__(self, store: Store, job_ids: list[int], worker_id: str, lease_seconds: float) -> None:
-        self._stop = threading.Event()
-        self._args = (store, job_ids, worker_id, lease_seconds)
-        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
-
-    def _run(self) -> None:
-        store, job_ids, worker_id, lease_seconds = self._args
-        while not self._stop.wait(lease_seconds / 3):
-            for job_id in job_ids:
-                try:
-                    renew_lease(store, job_id, worker_id, lease_seconds)
-                except Exception:  # noqa: BLE001 - a failed renewal only risks a re-draft, refused later
-                    pass
-
-    def __enter__(self) -> _LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 ProgressFn = Callable[[str, str, str], None]
 """Called with (study pseudonym, outcome, detail) after each job of a worker."""
 
@@ -535,7 +412,7 @@ def draft_jobs(store: Store, bundle: Any, ident: ModelIdentity, jobs: list[Job],
 
     for job in jobs:
         try:
-            ready.append((job, load_study_input(study_metadata(store, job.study_uid), ident.image_size,
+            ready.append((job, load_study_input(get_study_metadata(store, job.study_uid), ident.image_size,
                                                 window=options.window)))
         except QuarantineError as exc:
             try:
@@ -547,7 +424,7 @@ def draft_jobs(store: Store, bundle: Any, ident: ModelIdentity, jobs: list[Job],
             _fail(store, job, worker_id, exc, record)
     if ready:
         try:
-            with _LeaseKeeper(store, [j.id for j, _ in ready], worker_id, options.lease_seconds):
+            with LeaseKeeper(store, [j.id for j, _ in ready], worker_id, options.lease_seconds):
                 if options.throttle_s > 0:
                     time.sleep(options.throttle_s)
                 drafts = generate_drafts(bundle, [inp for _, inp in ready], settings)

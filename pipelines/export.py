@@ -130,14 +130,11 @@ def _candidates(store: Store, study_uid: str | None, include_unsigned: bool) -> 
 
 
 def _already_exported(store: Store, version_id: int) -> bool:
-    from sqlalchemy import select
-
-    from compliance.audit import audit_events
+    from compliance.audit import find_events
 
     with store.transaction() as session:
-        return session.execute(select(audit_events.c.id).where(
-            audit_events.c.action == EXPORT_ACTION, audit_events.c.object_type == "report_version",
-            audit_events.c.object_id == str(version_id), audit_events.c.outcome == "ok").limit(1)).first() is not None
+        return bool(find_events(session, action=EXPORT_ACTION, object_type="report_version",
+                                object_id=str(version_id), outcome="ok", limit=1))
 
 
 def _record(store: Store, actor: str, version_id: int, outcome: str, details: dict[str, Any]) -> None:
@@ -149,9 +146,9 @@ def _record(store: Store, actor: str, version_id: int, outcome: str, details: di
 
 
 def _source_files(store: Store, study_uid: str) -> list[Path]:
-    from pipelines.draft import study_metadata
+    from pipelines.store.jobs import get_study_metadata
 
-    files = [Path(p) for p in study_metadata(store, study_uid).get("files") or []]
+    files = [Path(p) for p in get_study_metadata(store, study_uid).get("files") or []]
     return [p for p in files if p.is_file()]
 
 

@@ -26,23 +26,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-"""CheXpert's 14 observations (the same names and order as ``medvlm.labeler.OBSERVATIONS``)."""
+from medvlm.labeler import OBSERVATIONS
+
+CHEXPERT_OBSERVATIONS: tuple[str, ...] = OBSERVATIONS
+"""CheXpert's 14 observations: ``medvlm.labeler.OBSERVATIONS`` (the single definition), re-exported."""
 
 LABEL_VALUES = ("positive", "negative", "uncertain")
 _TOKEN_RE = re.compile(r"[a-z0-9]+")

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from medvlm.labeler import OBSERVATIONS
 from pipelines import report_phrases as P
 
 # ---------------------------------------------------------------------------------------------------
@@ -61,22 +62,9 @@ LOBES = {
 }
 ZONES = ("upper", "mid", "lower")
 
-CHEXPERT_OBSERVATIONS = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+CHEXPERT_OBSERVATIONS: tuple[str, ...] = OBSERVATIONS
+"""CheXpert's 14 observations: ``medvlm.labeler.OBSERVATIONS``, re-exported."""
+
 _KIND_LABELS = {
     "cardiomegaly": ("Cardiomegaly",),
     "pleural_effusion": ("Pleural Effusion",),

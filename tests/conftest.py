@@ -1,11 +1,13 @@
-"""Fixtures shared by every test: deterministic seeds, default dtype, real shared data."""
+"""Fixtures shared by every test: deterministic seeds, default dtype, real shared data, Orthanc, stores."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
+import _orthanc
 import numpy as np
 import pytest
 from _postgres import start_cluster_or_skip_reason
@@ -70,6 +72,42 @@ def pydicom_data_file():
         return Path(found)
 
     return _get
+
+
+@pytest.fixture
+def ctbrain() -> Path:
+    """`deid-data`'s real CT head file ``humans/ctbrain1.dcm`` (full of PHI-like values); skips when absent."""
+    try:
+        import deid_data
+    except ImportError:
+        pytest.skip("deid-data not installed")
+    path = Path(deid_data.__path__[0]) / "data" / "humans" / "ctbrain1.dcm"
+    if not path.is_file():
+        pytest.skip(f"{path} absent from deid-data")
+    return path
+
+
+# --- a real PACS (Orthanc), one per session ---
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_orthanc.OrthancServer]:
+    """One Orthanc for the whole session; skips when the Debian packages are absent."""
+    reason = _orthanc.missing_reason()
+    if reason:
+        pytest.skip(reason)
+    server = _orthanc.start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def empty_orthanc(orthanc: _orthanc.OrthancServer) -> _orthanc.OrthancServer:
+    """The session's Orthanc, emptied before the test."""
+    orthanc.clear()
+    return orthanc
 
 
 # --- review store on both backends (SQLite file, throwaway PostgreSQL cluster) ---

@@ -300,7 +300,15 @@ def enqueue(
         return int(job_id)
 
 
-def claim(store: Store, worker_id: str, lease_seconds: float, *, now: datetime | None = None) -> Job | None:
+def claim(
+    store: Store,
+    worker_id: str,
+    lease_seconds: float,
+    *,
+    now: datetime | None = None,
+    model_version: str | None = None,
+    prompt_hash: str | None = None,
+) -> Job | None:
     """Atomically lease one queued job, or one whose lease expired, to ``worker_id``.
 
     A job whose lease expired after its last allowed attempt is marked ``failed``
@@ -311,22 +319,29 @@ def claim(store: Store, worker_id: str, lease_seconds: float, *, now: datetime |
         worker_id: a name unique to this worker process or thread.
         lease_seconds: how long the lease lasts; renew with ``renew_lease`` for long work.
         now: the current time (tests pass a later time to simulate expiry).
+        model_version: only jobs of this model version (a worker must not draft other models' jobs).
+        prompt_hash: only jobs of this prompt hash.
 
     Returns:
         The leased job, or None when nothing is claimable.
+
+    Raises:
+        JobError: ``lease_seconds`` is not positive.
     """
     if lease_seconds <= 0:
         raise JobError(f"lease_seconds must be > 0, got {lease_seconds}")
     now = _utc(now) or utcnow()
+    filters = _job_filters(model_version, prompt_hash)
     with store.transaction() as session:
         while True:
             stmt = (
                 select(JobRecord)
                 .where(
+                    *filters,
                     or_(
                         JobRecord.state == "queued",
                         and_(JobRecord.state == "leased", JobRecord.lease_expires_at < now),
-                    )
+                    ),
                 )
                 .order_by(JobRecord.priority.desc(), JobRecord.id)
                 .limit(1)
@@ -360,6 +375,15 @@ def claim(store: Store, worker_id: str, lease_seconds: float, *, now: datetime |
                 details={"attempt": rec.attempts, "reclaimed": previous_owner is not None},
             )
             return _to_job(rec)
+
+
+def _job_filters(model_version: str | None, prompt_hash: str | None) -> list[Any]:
+    filters = []
+    if model_version is not None:
+        filters.append(JobRecord.model_version == model_version)
+    if prompt_hash is not None:
+        filters.append(JobRecord.prompt_hash == prompt_hash)
+    return filters
 
 
 def _set_study_status(session: Session, study_uid: str, status: str, reason: str | None = None) -> None:
@@ -550,14 +574,99 @@ def get_job(store: Store, job_id: int) -> JobRecord | None:
         return session.get(JobRecord, job_id)
 
 
-def pending_count(store: Store) -> int:
-    """Return the number of jobs still queued or leased."""
+def pending_count(store: Store, *, model_version: str | None = None, prompt_hash: str | None = None) -> int:
+    """Return the number of jobs still queued or leased (optionally of one model version / prompt)."""
+    filters = _job_filters(model_version, prompt_hash)
     with store.transaction() as session:
         return int(
             session.scalar(
-                select(func.count()).select_from(JobRecord).where(JobRecord.state.in_(("queued", "leased")))
+                select(func.count())
+                .select_from(JobRecord)
+                .where(*filters, JobRecord.state.in_(("queued", "leased")))
             )
         )
+
+
+def job_state(store: Store, study_uid: str, model_version: str, prompt_hash: str) -> tuple[int, str] | None:
+    """Return ``(job id, state)`` of the job for this (study, model version, prompt), or None."""
+    with store.transaction() as session:
+        row = session.execute(
+            select(JobRecord.id, JobRecord.state).where(
+                JobRecord.study_uid == study_uid,
+                JobRecord.model_version == model_version,
+                JobRecord.prompt_hash == prompt_hash,
+            )
+        ).first()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+def quarantine_study(
+    store: Store,
+    study_uid: str,
+    code: str,
+    message: str = "",
+    *,
+    source: str,
+    metadata: dict[str, Any] | None = None,
+    actor: str = "system",
+) -> None:
+    """Record a study as quarantined before any job exists (bad input found at intake).
+
+    The study row is created if needed (``add_study``); its status becomes ``quarantined`` with the
+    reason, and its metadata is replaced by ``metadata`` when given. One ``study.quarantine`` audit
+    event is written in the same transaction.
+
+    Args:
+        store: the open store.
+        study_uid: the study's UID.
+        code: short machine-readable reason (``no_frontal_view``, ``not_chest``, ...).
+        message: a sentence without PHI.
+        source: where it came from (used when the study is new).
+        metadata: non-identifying facts to record (None keeps what is stored).
+        actor: who quarantines it.
+    """
+    reason = f"{code}: {message}" if message else code
+    values: dict[str, Any] = {"status": "quarantined", "quarantine_reason": reason[:512]}
+    if metadata is not None:
+        values["metadata"] = metadata
+    with store.transaction() as session:
+        _add_study(store, session, study_uid, source, 0, metadata, actor)
+        session.execute(StudyRecord.__table__.update().where(StudyRecord.study_uid == study_uid).values(**values))
+        append_event(
+            session,
+            actor=actor,
+            action="study.quarantine",
+            object_type="study",
+            object_id=store.pseudonym(study_uid),
+            outcome="quarantined",
+            details={"code": code[:64]},
+        )
+
+
+def set_study_metadata(
+    store: Store, study_uid: str, metadata: dict[str, Any], *, reset_status: bool = False
+) -> None:
+    """Replace a study's metadata (non-identifying facts; never PHI).
+
+    Args:
+        store: the open store.
+        study_uid: the study's UID (an unknown study is left unknown).
+        metadata: the new metadata.
+        reset_status: also mark the study ``received`` and clear its quarantine reason (a study
+            re-checked and found usable).
+    """
+    values: dict[str, Any] = {"metadata": metadata}
+    if reset_status:
+        values.update(status="received", quarantine_reason=None)
+    with store.transaction() as session:
+        session.execute(StudyRecord.__table__.update().where(StudyRecord.study_uid == study_uid).values(**values))
+
+
+def get_study_metadata(store: Store, study_uid: str) -> dict[str, Any]:
+    """Return the metadata recorded for a study (``{}`` when the study is unknown)."""
+    with store.transaction() as session:
+        meta = session.scalar(select(StudyRecord.metadata_json).where(StudyRecord.study_uid == study_uid))
+    return dict(meta or {})
 
 
 def count_by_state(store: Store) -> dict[str, int]:
@@ -567,21 +676,41 @@ def count_by_state(store: Store) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
-class _Heartbeat:
-    """Renews a lease in a background thread while the drafter runs outside any transaction."""
+class LeaseKeeper:
+    """Renews the leases of claimed jobs in a background thread while they are worked on outside
+    any transaction (a context manager).
 
-    def __init__(self, store: Store, job: Job, worker_id: str, lease_seconds: float) -> None:
+    Every ``lease_seconds / 3`` each lease still held is renewed with ``renew_lease``; a job whose
+    lease was lost is dropped (its result will be refused by ``complete``), and the thread ends once
+    none is left. A renewal that raises (a database hiccup) is tried again at the next tick: a
+    missed renewal only risks a second draft, which ``complete`` refuses.
+
+    Args:
+        store: the open store.
+        job_ids: the jobs whose leases ``worker_id`` holds.
+        worker_id: the lease owner.
+        lease_seconds: lease length given at each renewal.
+    """
+
+    def __init__(self, store: Store, job_ids: list[int], worker_id: str, lease_seconds: float) -> None:
+        if lease_seconds <= 0:
+            raise JobError(f"lease_seconds must be > 0, got {lease_seconds}")
+        self._store, self._worker_id, self._lease_seconds = store, worker_id, lease_seconds
+        self._job_ids = list(job_ids)
         self._stop = threading.Event()
-        self._args = (store, job.id, worker_id, lease_seconds)
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job.id}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"lease-keeper-{worker_id}", daemon=True)
 
     def _run(self) -> None:
-        interval = self._args[3] / 3
-        while not self._stop.wait(interval):
-            if not renew_lease(*self._args):
-                return
+        held = list(self._job_ids)
+        while held and not self._stop.wait(self._lease_seconds / 3):
+            for job_id in list(held):
+                try:
+                    if not renew_lease(self._store, job_id, self._worker_id, self._lease_seconds):
+                        held.remove(job_id)
+                except Exception:  # noqa: BLE001, S112 - retried at the next tick
+                    continue
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> LeaseKeeper:
         self._thread.start()
         return self
 
@@ -653,7 +782,7 @@ def _run_one(
 ) -> str:
     try:
         if heartbeat:
-            with _Heartbeat(store, job, worker_id, lease_seconds):
+            with LeaseKeeper(store, [job.id], worker_id, lease_seconds):
                 payload = drafter(job)
         else:
             payload = drafter(job)

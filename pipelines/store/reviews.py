@@ -122,7 +122,19 @@ def _signoff_info(row: Signoff) -> SignoffInfo:
 
 
 def _info(session: Session, row: ReportVersion) -> VersionInfo:
-    sig = session.scalar(select(Signoff).where(Signoff.version_id == row.id))
+    return version_info(row, session.scalar(select(Signoff).where(Signoff.version_id == row.id)))
+
+
+def version_info(row: ReportVersion, signoff: Signoff | None = None) -> VersionInfo:
+    """Detach a version row (and its sign-off row, if signed) as a ``VersionInfo``; times in UTC.
+
+    Args:
+        row: the ``report_versions`` row.
+        signoff: its ``signoffs`` row, or None when it is not signed.
+
+    Returns:
+        The detached version.
+    """
     return VersionInfo(
         id=row.id,
         study_uid=row.study_uid,
@@ -135,7 +147,7 @@ def _info(session: Session, row: ReportVersion) -> VersionInfo:
         content_hash=row.content_hash,
         status=row.status,
         rejection_reason=row.rejection_reason,
-        signoff=_signoff_info(sig) if sig is not None else None,
+        signoff=_signoff_info(signoff) if signoff is not None else None,
     )
 
 

@@ -12,6 +12,7 @@ from compliance.audit import (
     append_event,
     chain_head,
     drop_audit_guard_ddl,
+    find_events,
     pseudonymize,
     read_events,
     verify_chain,
@@ -107,6 +108,26 @@ def test_reading_is_audited(store):
         again = read_events(s, actor="auditor")
     assert again[-1].action == READ_ACTION and again[-1].actor == "auditor"
     assert _verify(store).ok
+
+
+def test_find_events_filters_and_is_not_audited(store):
+    _fill(store, 3)
+    with store.transaction() as s:
+        append_event(s, actor="x", action="export.fhir", object_type="report_version", object_id="7",
+                     outcome="refused")  # fmt: skip
+        append_event(s, actor="x", action="export.fhir", object_type="report_version", object_id="7")
+    with store.transaction() as s:
+        before = chain_head(s)
+        assert [e.object_id for e in find_events(s, action="job.claim")] == ["0", "1", "2"]
+        assert [e.seq for e in find_events(s, action="job.claim", limit=2)] == [1, 2]
+        assert [e.object_id for e in find_events(s, object_type="job", object_id="1")] == ["1"]
+        ok = find_events(s, action="export.fhir", object_id="7", outcome="ok")
+        assert len(ok) == 1 and ok[0].seq == 5
+        assert find_events(s, action="export.fhir", object_id="8") == []
+        assert len(find_events(s)) == 5
+    with store.transaction() as s:
+        assert chain_head(s) == before  # nothing appended: an internal check, not a human read
+        assert not find_events(s, action=READ_ACTION)
 
 
 def test_phi_refused_in_details(store):

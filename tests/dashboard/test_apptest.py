@@ -7,26 +7,15 @@ from pathlib import Path
 import pytest
 
 from compliance.audit import read_events
-from dashboard.demo import SCRIPT_PROBE, seed_from_phantoms
+from dashboard.demo import SCRIPT_PROBE
 from pipelines.store import open_store, reviews
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory) -> Path:
-    from pipelines.phantoms import generate_phantoms
-
-    out = tmp_path_factory.mktemp("phantoms")
-    generate_phantoms(out, n=3, seed=1, progress=False)
-    return out
-
-
 @pytest.fixture
-def store_url(tmp_path, phantom_dir, monkeypatch) -> str:
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    with open_store(url) as store:
-        seed_from_phantoms(store, phantom_dir, probe_first=True)
+def store_url(seeded_store_url, tmp_path, monkeypatch) -> str:
+    url = seeded_store_url
     monkeypatch.setenv("MEDVLM_DATABASE_URL", url)
     monkeypatch.delenv("MEDVLM_USERS_FILE", raising=False)  # the demo users file
     monkeypatch.delenv("MEDVLM_MODEL", raising=False)

@@ -12,7 +12,7 @@ from markdown_it import MarkdownIt
 
 from compliance.audit import read_events, verify_chain
 from dashboard import auth, logic, viewer
-from dashboard.demo import SCRIPT_PROBE, seed_from_phantoms
+from dashboard.demo import SCRIPT_PROBE
 from pipelines.store import open_store, reviews
 from pipelines.store.models import ReportVersion, Signoff
 
@@ -20,19 +20,9 @@ RAD = auth.User("rad", "Dr Rad", "radiologist")
 RES = auth.User("res", "Dr Res", "resident")
 
 
-@pytest.fixture(scope="module")
-def phantom_dir(tmp_path_factory) -> Path:
-    from pipelines.phantoms import generate_phantoms
-
-    out = tmp_path_factory.mktemp("phantoms")
-    generate_phantoms(out, n=3, seed=1, progress=False)
-    return out
-
-
 @pytest.fixture
-def store(tmp_path, phantom_dir):
-    st = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    seed_from_phantoms(st, phantom_dir, probe_first=True)
+def store(seeded_store_url):
+    st = open_store(seeded_store_url)
     yield st
     st.close()
 

@@ -1,33 +1,12 @@
-"""Fixtures for the DICOM I/O tests: a real Orthanc (one per session) and small synthetic chest files."""
+"""Fixtures for the DICOM I/O tests: small synthetic chest files (the Orthanc fixtures live in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import _orthanc  # tests/_orthanc.py; tests/ is on sys.path through its conftest.py
 import numpy as np
 import pytest
-
-
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_orthanc.OrthancServer]:
-    """One Orthanc for the whole session; skips when the Debian packages are absent."""
-    reason = _orthanc.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = _orthanc.start_orthanc(tmp_path_factory.mktemp("orthanc"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def empty_orthanc(orthanc: _orthanc.OrthancServer) -> _orthanc.OrthancServer:
-    """The session's Orthanc, emptied before the test."""
-    orthanc.clear()
-    return orthanc
 
 
 @pytest.fixture

@@ -50,18 +50,6 @@ def recipe():
 
 
 @pytest.fixture
-def ctbrain() -> Path:
-    try:
-        import deid_data
-    except ImportError:
-        pytest.skip("deid-data not installed")
-    path = Path(deid_data.__path__[0]) / "data" / "humans" / "ctbrain1.dcm"
-    if not path.is_file():
-        pytest.skip(f"{path} absent from deid-data")
-    return path
-
-
-@pytest.fixture
 def rsna(shared_data) -> Path:
     path = shared_data / "dicom" / "rsna_chest_pa_jpeg_baseline.dcm"
     if not path.is_file():

@@ -21,18 +21,6 @@ PHI = (b"SIMPSON", b"HIBBARD", b"00007041776", b"SPRINGFIELD", b"Evergreen", b"9
 
 
 @pytest.fixture
-def ctbrain() -> Path:
-    try:
-        import deid_data
-    except ImportError:
-        pytest.skip("deid-data not installed")
-    path = Path(deid_data.__path__[0]) / "data" / "humans" / "ctbrain1.dcm"
-    if not path.is_file():
-        pytest.skip(f"{path} absent from deid-data")
-    return path
-
-
-@pytest.fixture
 def key_file(tmp_path) -> Path:
     path = tmp_path / "deid.key"
     path.write_text(KEY_TEXT + "\n", encoding="utf-8")

@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import _orthanc
 import pytest
 from _draft_worker import AUDIT_KEY, build_tiny_checkpoint, make_phantoms
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory) -> Iterator[_orthanc.OrthancServer]:
-    """An Orthanc for this module; skips when the Debian packages are absent."""
-    reason = _orthanc.missing_reason()
-    if reason:
-        pytest.skip(reason)
-    server = _orthanc.start_orthanc(tmp_path_factory.mktemp("orthanc-export"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _sr_instances(client, study_uid: str) -> list[dict]:
     return client.search_for_instances(study_instance_uid=study_uid, search_filters={"Modality": "SR"})
 
 
-def test_draft_from_dicomweb_sign_and_export_by_stow(pacs, tmp_path):
+def test_draft_from_dicomweb_sign_and_export_by_stow(empty_orthanc, tmp_path):
     import pydicom
     from dicomweb_client.api import DICOMwebClient
     from sqlalchemy import select
@@ -42,7 +26,7 @@ def test_draft_from_dicomweb_sign_and_export_by_stow(pacs, tmp_path):
     from pipelines.store.models import StudyRecord
     from pipelines.store.reviews import edit_version, list_versions, sign_version
 
-    pacs.clear()
+    pacs = empty_orthanc
     phantoms = make_phantoms(tmp_path / "ph", n=2, seed=7)
     for path in sorted(phantoms.rglob("*.dcm")):
         pacs.upload(path)

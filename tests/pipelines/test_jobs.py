@@ -14,20 +14,27 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from compliance.audit import verify_chain
+from compliance.audit import find_events, verify_chain
 from pipelines.store.jobs import (
     DraftPayload,
     JobError,
+    LeaseKeeper,
     LeaseLostError,
     QuarantineError,
+    add_study,
     claim,
     complete,
     count_by_state,
     enqueue,
     fail,
+    get_study_metadata,
+    job_state,
+    pending_count,
     quarantine,
+    quarantine_study,
     renew_lease,
     run_worker,
+    set_study_metadata,
 )
 from pipelines.store.models import DraftRecord, JobRecord, StudyRecord, utcnow
 
@@ -179,6 +186,96 @@ def test_heartbeat_keeps_a_long_job_leased(store):
 
     stats = run_worker(store, drafter, "w", lease_seconds=0.6)
     assert stolen == [None] and stats.done == 1 and _drafts(store, job_id) == 1
+
+
+def test_claim_filters_by_model_version_and_prompt(store):
+    other = enqueue(store, "1.2.7.1", "m-other", "p", priority=5)  # higher priority, other model
+    mine = enqueue(store, "1.2.7.2", "m1", "p")
+    enqueue(store, "1.2.7.3", "m1", "p-other")
+    job = claim(store, "w", 30, model_version="m1", prompt_hash="p")
+    assert job is not None and job.id == mine
+    assert claim(store, "w", 30, model_version="m1", prompt_hash="p") is None
+    assert pending_count(store, model_version="m1", prompt_hash="p") == 1  # the leased one
+    assert pending_count(store, model_version="m1") == 2
+    assert pending_count(store) == 3
+    assert claim(store, "w2", 30).id == other  # unfiltered: the old signature still works
+
+
+def test_filtered_claim_fails_an_exhausted_expired_lease(store):
+    job_id = enqueue(store, "1.2.7.4", "m1", "p", max_attempts=1)
+    assert claim(store, "w1", 1, model_version="m1", prompt_hash="p") is not None
+    later = utcnow() + timedelta(seconds=5)
+    assert claim(store, "w2", 1, now=later, model_version="m1", prompt_hash="p") is None
+    assert job_state(store, "1.2.7.4", "m1", "p") == (job_id, "failed")
+    assert job_state(store, "1.2.7.4", "m2", "p") is None
+
+
+def test_quarantine_study_without_a_job(store):
+    quarantine_study(store, "1.2.8.1", "no_frontal_view", "no PA/AP image", source="folder",
+                     metadata={"files": ["a.dcm"]}, actor="intake")  # fmt: skip
+    with store.transaction() as s:
+        study = s.scalar(select(StudyRecord).where(StudyRecord.study_uid == "1.2.8.1"))
+        assert study.status == "quarantined"
+        assert study.quarantine_reason == "no_frontal_view: no PA/AP image"
+    assert get_study_metadata(store, "1.2.8.1") == {"files": ["a.dcm"]}
+    assert count_by_state(store) == {}  # no job was created
+    with store.transaction() as s:
+        events = find_events(s, action="study.quarantine", outcome="quarantined")
+        assert [e.details for e in events] == [{"code": "no_frontal_view"}]
+        assert events[0].object_id == store.pseudonym("1.2.8.1") and events[0].actor == "intake"
+        assert verify_chain(s).ok
+
+
+def test_quarantine_study_keeps_metadata_when_none_given(store):
+    add_study(store, "1.2.8.2", source="folder", metadata={"views": ["PA"]})
+    quarantine_study(store, "1.2.8.2", "not_chest", source="folder")
+    assert get_study_metadata(store, "1.2.8.2") == {"views": ["PA"]}
+    with store.transaction() as s:
+        assert s.scalar(select(StudyRecord.quarantine_reason).where(StudyRecord.study_uid == "1.2.8.2")) == (
+            "not_chest"
+        )
+
+
+def test_set_study_metadata_and_reset_status(store):
+    assert get_study_metadata(store, "1.2.8.9") == {}
+    quarantine_study(store, "1.2.8.3", "no_frontal_view", source="folder", metadata={"files": []})
+    set_study_metadata(store, "1.2.8.3", {"files": ["b.dcm"]})
+    with store.transaction() as s:
+        row = s.execute(select(StudyRecord.status, StudyRecord.quarantine_reason)
+                        .where(StudyRecord.study_uid == "1.2.8.3")).one()  # fmt: skip
+    assert tuple(row) == ("quarantined", "no_frontal_view")
+    set_study_metadata(store, "1.2.8.3", {"files": ["b.dcm", "c.dcm"]}, reset_status=True)
+    assert get_study_metadata(store, "1.2.8.3") == {"files": ["b.dcm", "c.dcm"]}
+    with store.transaction() as s:
+        row = s.execute(select(StudyRecord.status, StudyRecord.quarantine_reason)
+                        .where(StudyRecord.study_uid == "1.2.8.3")).one()  # fmt: skip
+    assert tuple(row) == ("received", None)
+
+
+def test_lease_keeper_renews_a_batch_and_drops_lost_leases(store):
+    ids = [enqueue(store, f"1.2.9.{i}", "m1", "p") for i in range(2)]
+    jobs = [claim(store, "w", 0.6) for _ in ids]
+    assert sorted(j.id for j in jobs) == sorted(ids)
+    with LeaseKeeper(store, ids, "w", 0.6):
+        time.sleep(1.2)  # twice the lease: only the keeper's renewals keep the jobs
+        assert claim(store, "thief", 0.6) is None
+    with store.transaction() as s:
+        renewals = find_events(s, action="job.renew")
+    assert {e.object_id for e in renewals} == {str(i) for i in ids}
+    assert complete(store, ids[0], "w", PAYLOAD) > 0
+    with pytest.raises(JobError):
+        LeaseKeeper(store, ids, "w", 0)
+
+
+def test_lease_keeper_stops_renewing_a_lost_lease(store):
+    job_id = enqueue(store, "1.2.9.9", "m1", "p")
+    claim(store, "w", 0.3)
+    assert claim(store, "thief", 30, now=utcnow() + timedelta(seconds=1)).id == job_id
+    with LeaseKeeper(store, [job_id], "w", 0.3):
+        time.sleep(0.5)
+    with store.transaction() as s:
+        assert find_events(s, action="job.renew") == []
+        assert s.get(JobRecord, job_id).lease_owner == "thief"
 
 
 def _worker(url: str, worker_id: str, sleep_s: float, lease_s: float) -> subprocess.Popen:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,39 +19,6 @@ from pipelines.registry import (
     resolve_model_uri,
 )
 from pipelines.tracking import MlflowTracker, resolve_tracking_uri
-
-
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite file with the schema created once per session (migrations take seconds)."""
-    from mlflow import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
-    client.search_experiments()
-    client.search_registered_models()
-    return db
-
-
-@pytest.fixture
-def var_dir(tmp_path, monkeypatch, request) -> Path:
-    """An isolated var/ (MLflow SQLite store + artifacts) under tmp_path; cwd moved there too.
-
-    Tests that use MLflow also request ``empty_mlflow_db``: its copy becomes this var/'s store.
-    """
-    var = tmp_path / "var"
-    var.mkdir()
-    monkeypatch.setenv("MEDVLM_VAR_DIR", str(var))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)  # anything that still fell back to ./ would land in tmp_path
-    return var
-
-
-@pytest.fixture
-def mlflow_var_dir(var_dir, empty_mlflow_db) -> Path:
-    """``var_dir`` holding a fresh copy of the empty MLflow store."""
-    shutil.copyfile(empty_mlflow_db, var_dir / "mlflow.db")
-    return var_dir
 
 
 def fake_checkpoint(root: Path, seed: int, adapter: bool = True, weights: bool = True) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,39 +27,6 @@ from pipelines.tracking import (
 )
 
 PHI_STRINGS = ["DOE^JOHN", "ROE^RICHARD^Q", "MRN-99887766", "19450317", "ACC-55501234"]
-
-
-@pytest.fixture(scope="session")
-def empty_mlflow_db(tmp_path_factory) -> Path:
-    """An MLflow SQLite file with the schema created once per session (migrations take seconds)."""
-    from mlflow import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
-    client.search_experiments()
-    client.search_registered_models()
-    return db
-
-
-@pytest.fixture
-def var_dir(tmp_path, monkeypatch, request) -> Path:
-    """An isolated var/ (MLflow SQLite store + artifacts) under tmp_path; cwd moved there too.
-
-    Tests that use MLflow also request ``empty_mlflow_db``: its copy becomes this var/'s store.
-    """
-    var = tmp_path / "var"
-    var.mkdir()
-    monkeypatch.setenv("MEDVLM_VAR_DIR", str(var))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(tmp_path)  # anything that still fell back to ./ would land in tmp_path
-    return var
-
-
-@pytest.fixture
-def mlflow_var_dir(var_dir, empty_mlflow_db) -> Path:
-    """``var_dir`` holding a fresh copy of the empty MLflow store."""
-    shutil.copyfile(empty_mlflow_db, var_dir / "mlflow.db")
-    return var_dir
 
 
 @dataclasses.dataclass(frozen=True)

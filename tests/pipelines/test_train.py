@@ -176,3 +176,12 @@ def test_resume_ends_where_an_unbroken_run_ends(phantom_dir, tmp_path):
     assert worst <= 1e-6
     trained = summary["stages"]["lora"]
     assert trained["steps_done"] == 3 and trained["finished"]
+
+
+def test_too_long_reports_fail_before_training_with_the_flag_to_change(phantom_dir, tmp_path):
+    from pipelines.train import run_training
+
+    cfg = load_train_config(TINY, [f"data.dir={phantom_dir}", f"out_dir={tmp_path / 'run'}", "tracking=none",
+                                   "stages=[projector]", "model.tokenizer.max_length=40", "evaluate.enabled=false"])
+    with pytest.raises(ConfigError, match="model.tokenizer.max_length"):
+        run_training(cfg)

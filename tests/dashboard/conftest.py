@@ -1,0 +1,29 @@
+"""Fixtures shared by the dashboard tests: phantom DICOM and a SQLite store seeded from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory) -> Path:
+    """Three phantom studies (seed 1), written once per test module; read-only for the tests."""
+    from pipelines.phantoms import generate_phantoms
+
+    out = tmp_path_factory.mktemp("phantoms")
+    generate_phantoms(out, n=3, seed=1, progress=False)
+    return out
+
+
+@pytest.fixture
+def seeded_store_url(tmp_path, phantom_dir) -> str:
+    """URL of a fresh SQLite store under tmp_path seeded from ``phantom_dir`` (script probe first)."""
+    from dashboard.demo import seed_from_phantoms
+    from pipelines.store import open_store
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with open_store(url) as store:
+        seed_from_phantoms(store, phantom_dir, probe_first=True)
+    return url
