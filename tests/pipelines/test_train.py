@@ -123,7 +123,8 @@ def test_llava_stages_reduce_loss_on_a_fixed_batch(tiny_bundle, stage):
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
 
 
-def test_contrastive_loss_decreases_on_a_fixed_batch(phantom_dir, tmp_path):
+@pytest.mark.parametrize("target_temperature", [None, 0.05], ids=["identity", "soft"])
+def test_contrastive_loss_decreases_on_a_fixed_batch(phantom_dir, tmp_path, target_temperature):
     import torch
 
     from pipelines.datasets import ImageCache, StudyDataset, load_records
@@ -132,7 +133,8 @@ def test_contrastive_loss_decreases_on_a_fixed_batch(phantom_dir, tmp_path):
     cfg = _tiny(phantom_dir, tmp_path)
     ds = StudyDataset(load_records(phantom_dir), ImageCache(cfg.model.image_size), 1)
     text = torch.nn.functional.normalize(torch.randn(len(ds), 16, generator=torch.Generator().manual_seed(0)), dim=-1)
-    model = ContrastiveModel.build(build_tower(cfg.model), 16, 0.07, False, seed=0)
+    model = ContrastiveModel.build(build_tower(cfg.model), 16, 0.07, False, seed=0,
+                                   target_temperature=target_temperature)
     pv = pixel_values([ds.images(i)[0] for i in range(len(ds))], cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
