@@ -14,7 +14,8 @@ class AskError(ValueError):
     """The study folder cannot be used to answer (no study, several studies, no frontal image)."""
 
 
-def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "auto") -> list[Any]:
+def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "auto",
+                      max_views: int | None = None) -> list[Any]:
     """The model inputs of the one study in a folder: frontal first, then lateral.
 
     Args:
@@ -40,7 +41,7 @@ def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "
     prepared = prepare_study(dicom[0].study_key, dicom[0].files, window=window)
     if prepared.quarantine_code is not None:
         raise AskError(f"{study_dir}: study unusable ({prepared.quarantine_code}): {prepared.quarantine_message}")
-    return list(load_study_input(prepared.metadata, image_size, window=window).images)
+    return list(load_study_input(prepared.metadata, image_size, window=window, max_views=max_views).images)
 
 
 def ask_study(model: str | Path, study_dir: str | Path, question: str,
@@ -66,7 +67,7 @@ def ask_study(model: str | Path, study_dir: str | Path, question: str,
     if not question.strip():
         raise AskError("the question is empty")
     bundle = load_checkpoint(resolve_model_uri(model), merge=True)
-    images = load_study_images(study_dir, bundle.config.image_size)
+    images = load_study_images(study_dir, bundle.config.image_size, max_views=bundle.config.max_views)
     return answer_question(bundle, images, question, history)
 
 

@@ -64,7 +64,7 @@ def _print_summary(title: str, summary: dict) -> None:
 @app.command()
 def demo(
     var_dir: Annotated[Path, typer.Option("--var", help="Folder for everything the demo writes.")] = Path("var"),
-    n_train: Annotated[int, typer.Option(help="Phantom studies for training/evaluation.")] = 300,
+    n_train: Annotated[int, typer.Option(help="Phantom studies for training/evaluation.")] = 800,
     n_incoming: Annotated[int, typer.Option(help="New phantom studies for the batch job.")] = 12,
     retrain: Annotated[bool, typer.Option(help="Train even if a champion is registered.")] = False,
     dashboard: Annotated[bool, typer.Option(help="Open the dashboard on the drafts at the end.")] = True,
@@ -83,10 +83,11 @@ def demo(
     rows = {"timings (s)": summary["timings"]}
     if evaluation:
         rows["clinical macro-F1 (held-out)"] = {n: _fmt(e.get("clinical_macro_f1")) for n, e in evaluation.items()}
-        rows["release gate"] = (train.get("registry") or {}).get("reason", "-")
+        rows["release gate"] = _gate(train.get("registry"))
     else:
         rows["training"] = train.get("skipped", "-")
-    rows["drafts"] = summary.get("draft")
+    drafted = summary.get("draft") or {}
+    rows["batch drafting"] = {k: drafted.get(k) for k in ("studies_seen", "drafted", "skipped", "quarantined", "failed")}
     _print_summary("demo (synthetic phantoms; NOT FOR CLINICAL USE)", rows)
     if dashboard:
         from pipelines.dashboard_cmd import dashboard_command
@@ -189,9 +190,16 @@ def train(
         "stages": stages,
         "checkpoint": summary.get("checkpoint"),
         "clinical macro-F1": {name: _fmt(ev.get("clinical_macro_f1")) for name, ev in evaluation.items()},
-        "registered version": registry.get("version", "-"),
-        "release gate": registry.get("reason", "-"),
+        "release gate": _gate(registry),
     })
+
+
+def _gate(registry: dict | None) -> str:
+    """One line on the registered version and the champion release gate's decision."""
+    if not registry:
+        return "not registered"
+    verdict = "promoted to champion" if registry.get("promoted") else "champion unchanged"
+    return f"version {registry.get('version')}: {verdict} ({registry.get('reason')})"
 
 
 def _fmt(value) -> str:

@@ -108,6 +108,7 @@ class ModelIdentity:
         prompt_hash: sha256 hex of the prompt wording and decoding settings.
         adapter_hash: hash over the LoRA adapter files, or None without an adapter.
         image_size: the model's input edge (images are resized to it when loaded).
+        max_views: most views the model takes per study (frontal first, then lateral).
     """
 
     checkpoint: str
@@ -115,6 +116,7 @@ class ModelIdentity:
     prompt_hash: str
     adapter_hash: str | None
     image_size: int
+    max_views: int = 2
 
 
 def _canonical_hash(obj: Any) -> str:
@@ -169,6 +171,7 @@ def model_identity(checkpoint: str | Path, options: DraftOptions | None = None) 
         prompt_hash=_canonical_hash(prompt),
         adapter_hash=_canonical_hash(adapter) if adapter else None,
         image_size=int(cfg.image_size),
+        max_views=int(cfg.max_views),
     )
 
 
@@ -346,8 +349,11 @@ def intake_study(store: Store, study_key: str, files: Iterable[Path], ident: Mod
 # ---- drafting ----------------------------------------------------------------------------------
 
 
-def load_study_input(metadata: dict[str, Any], image_size: int, *, window: str = "auto") -> Any:
+def load_study_input(metadata: dict[str, Any], image_size: int, *, window: str = "auto",
+                     max_views: int | None = None) -> Any:
     """Load a queued study's model inputs (frontal first, then lateral) at the model's image size.
+
+    A model trained on fewer views than the study has (e.g. frontal only) gets the first `max_views`.
 
     Raises:
         QuarantineError: no input recorded, or the frontal image no longer loads (code of the error).
@@ -356,7 +362,7 @@ def load_study_input(metadata: dict[str, Any], image_size: int, *, window: str =
     from dicom_io.reader import load_image
     from medvlm.generate import StudyInput
 
-    paths = list(metadata.get("inputs") or [])
+    paths = list(metadata.get("inputs") or [])[:max_views]
     if not paths:
         raise QuarantineError(NO_FRONTAL, "no frontal image recorded for the study")
     images = []
@@ -413,7 +419,7 @@ def draft_jobs(store: Store, bundle: Any, ident: ModelIdentity, jobs: list[Job],
     for job in jobs:
         try:
             ready.append((job, load_study_input(get_study_metadata(store, job.study_uid), ident.image_size,
-                                                window=options.window)))
+                                                window=options.window, max_views=ident.max_views)))
         except QuarantineError as exc:
             try:
                 quarantine(store, job.id, worker_id, exc.code, exc.message)

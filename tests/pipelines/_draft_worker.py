@@ -26,7 +26,7 @@ CORPUS = [
 
 
 def build_tiny_checkpoint(out: Path, *, max_new_tokens: int = 12, image_size: int = 32,
-                          decoder: dict | None = None, vision: dict | None = None) -> Path:
+                          decoder: dict | None = None, vision: dict | None = None, max_views: int = 2) -> Path:
     """Build, save and return a tiny random-weight checkpoint folder (seconds on CPU)."""
     from medvlm.build import build_model
     from medvlm.checkpoint import save_checkpoint
@@ -34,7 +34,7 @@ def build_tiny_checkpoint(out: Path, *, max_new_tokens: int = 12, image_size: in
     from medvlm.tokenizer import train_report_tokenizer
 
     cfg = ModelConfig.from_dict({
-        "image_size": image_size, "max_views": 2, "lora": {"r": 0},
+        "image_size": image_size, "max_views": max_views, "lora": {"r": 0},
         "vision": {"kind": "vit", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64,
                    "patch_size": 8, **(vision or {})},
         "decoder": {"kind": "llama", "hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,

@@ -126,6 +126,18 @@ def test_draft_job_drafts_quarantines_and_skips_on_rerun(store_url, tiny_checkpo
     assert len(_rows(store_url, ReportVersion)) == 3
 
 
+def test_frontal_only_model_drafts_two_view_studies(tmp_path, phantoms):
+    """A model trained on one view gets the frontal image of a frontal + lateral study, not an error."""
+    from pipelines.draft import run_draft_job
+    from pipelines.sources_cli import parse_source
+
+    ckpt = build_tiny_checkpoint(tmp_path / "one-view", max_views=1)
+    summary = run_draft_job(ckpt, parse_source(str(phantoms)), db=f"sqlite:///{tmp_path / 'db.sqlite'}",
+                            workers=0, progress=False, audit_key=AUDIT_KEY).as_dict()
+    assert summary["drafted"] == 3, summary
+    assert not summary["failed"], summary
+
+
 def test_ask_answers_with_confidence_and_refuses_bad_folders(tiny_checkpoint, phantoms, tmp_path):
     from pipelines.ask import AskError
     from pipelines.draft_commands import ask_command
