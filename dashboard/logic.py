@@ -520,29 +520,31 @@ def _view_rank(view: str) -> int:
 
 
 def study_images(source: str, metadata: Mapping[str, Any] | None) -> list[tuple[str, Path]]:
-    """The (view, path) images of a study, frontal first.
+    """The (view, path) images recorded for a study, frontal first.
 
-    Looks at ``metadata["images"]`` or ``metadata["views"]`` (dicts with ``path`` and ``view``;
-    relative paths are under ``source`` when it is a folder, else beside it), else every
-    ``*.dcm`` under ``source`` when it is a folder.
+    Two layouts are read: the batch job's parallel lists ``metadata["files"]`` / ``metadata["views"]``
+    (absolute paths and view names), and ``metadata["images"]`` / ``metadata["views"]`` as dicts with
+    ``path`` and ``view`` (relative paths are under ``source`` when it is a folder, else beside it).
+    Nothing else is guessed: a folder is never scanned for "its" images, because a source folder holds
+    other patients' studies too. No recorded image gives an empty list (the page says so).
     """
     meta = metadata or {}
     base = Path(source) if source else Path(".")
     if base.is_file():
         base = base.parent
     found: list[tuple[str, Path]] = []
-    for key in ("images", "views"):
-        for item in meta.get(key) or []:
-            if isinstance(item, Mapping) and item.get("path"):
-                p = Path(str(item.get("source_path") or item["path"]))
-                found.append((str(item.get("view") or "UNKNOWN").upper(), p if p.is_absolute() else base / p))
-        if found:
-            break
-    if not found and base.is_dir():
-        for p in sorted(base.rglob("*.dcm")):
-            name = p.parent.name.upper()
-            view = "LATERAL" if ("LL" in name or "LAT" in name) else ("PA" if "PA" in name else "UNKNOWN")
-            found.append((view, p))
+    files, views = meta.get("files") or [], meta.get("views") or []
+    if files and all(isinstance(f, str) for f in files):
+        names = [str(v) if isinstance(v, str) else "UNKNOWN" for v in views] + ["UNKNOWN"] * len(files)
+        found = [(names[k].upper(), Path(f)) for k, f in enumerate(files)]
+    else:
+        for key in ("images", "views"):
+            for item in meta.get(key) or []:
+                if isinstance(item, Mapping) and item.get("path"):
+                    p = Path(str(item.get("source_path") or item["path"]))
+                    found.append((str(item.get("view") or "UNKNOWN").upper(), p if p.is_absolute() else base / p))
+            if found:
+                break
     return sorted(found, key=lambda vp: _view_rank(vp[0]))
 
 
@@ -872,6 +874,13 @@ class ModelInfo:
     model_card: str | None = None
 
 
+_CONTENT_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def short_model_version(model_version: str | None) -> str:
+    """A checkpoint content hash shortened for tables (12 hex digits); other version strings unchanged."""
+    value = model_version or ""
+    return value[:12] if _CONTENT_HASH_RE.match(value) else value
 _VERSION_RE = re.compile(r"^(?:models:/)?(?P<name>[^/@]+)(?:/|@|:v?)(?P<ref>[^/]+)$")
 
 
@@ -897,16 +906,25 @@ def model_info(model_version: str, *, tracking_uri: str | None = None) -> ModelI
         return ModelInfo(model_version, False, "No MLflow tracking store is configured here "
                          "(set MLFLOW_TRACKING_URI); evaluation figures and the model card are unavailable.")
     m = _VERSION_RE.match(model_version)
-    if m is None:
+    by_hash = _CONTENT_HASH_RE.match(model_version) is not None
+    if m is None and not by_hash:
         return ModelInfo(model_version, False, "This model version is not a registered MLflow model "
                          "(for example a local checkpoint folder); no evaluation figures are recorded.")
     try:
         from pipelines.tracking import open_client
 
         client = open_client(uri)
-        ref = m["ref"]
-        mv = (client.get_model_version(m["name"], ref) if ref.isdigit()
-              else client.get_model_version_by_alias(m["name"], ref))
+        if by_hash:
+            # the batch job records the checkpoint's content hash; registration tags each version with it
+            found = client.search_model_versions(f"tags.content_hash = '{model_version}'")
+            if not found:
+                return ModelInfo(model_version, False, "No registered model version has this checkpoint's content "
+                                 "hash (a checkpoint drafted outside the registry).")
+            mv = found[0]
+        else:
+            ref = m["ref"]
+            mv = (client.get_model_version(m["name"], ref) if ref.isdigit()
+                  else client.get_model_version_by_alias(m["name"], ref))
         metrics: dict[str, float] = {}
         card = None
         if mv.run_id:

@@ -51,7 +51,7 @@ def _draft(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
         st.info("No AI draft for this study yet.")
         return
     st.subheader("AI draft")
-    st.caption(f"Drafted by model {logic.escape_markdown(draft.model_version)}. {_LEGEND}")
+    st.caption(f"Drafted by model {logic.escape_markdown(logic.short_model_version(draft.model_version))}. {_LEGEND}")
     st.markdown("**FINDINGS**")
     st.markdown(logic.section_markdown(draft.sentences, "findings", draft.flags)
                 or logic.escape_markdown(draft.findings) or "*(none)*")

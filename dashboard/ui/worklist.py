@@ -56,6 +56,7 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
             _open(store, sess, user, str(table.loc[0, "study_uid"]))
         view = table.drop(columns=["study_uid"])
         view["received_at"] = view["received_at"].dt.tz_convert(None)  # shown as UTC (column label)
+        view["model_version"] = view["model_version"].map(logic.short_model_version)
         event = st.dataframe(
             view, key="wl_table", hide_index=True, on_select="rerun", selection_mode="single-row",
             column_config={
@@ -67,7 +68,7 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
                 "flags": st.column_config.NumberColumn("Flags", help="consistency flags in the AI draft"),
                 "min_confidence": st.column_config.ProgressColumn(
                     "Lowest sentence confidence", min_value=0.0, max_value=1.0, format="%.2f"),
-                "model_version": st.column_config.TextColumn("Model"),
+                "model_version": st.column_config.TextColumn("Model", help="checkpoint content hash (first 12)"),
             },
         )
         rows = event.selection.rows if event is not None and hasattr(event, "selection") else []

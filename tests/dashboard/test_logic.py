@@ -339,3 +339,17 @@ def test_session_state_declared_once():
     sess = logic.init_session(state)
     sess.page = "Study"
     assert logic.init_session(state) is sess and state[logic.SESSION_KEY].page == "Study"
+
+
+def test_study_images_reads_the_batch_jobs_metadata_and_never_scans_the_folder(tmp_path):
+    """A study shows its own files only: never other studies found in the same source folder."""
+    from dashboard.logic import study_images
+
+    for study in ("A", "B"):
+        for view in ("1_PA", "2_LL"):
+            (tmp_path / study / view).mkdir(parents=True)
+            (tmp_path / study / view / "1.dcm").write_bytes(b"x")
+    meta = {"files": [str(tmp_path / "A/2_LL/1.dcm"), str(tmp_path / "A/1_PA/1.dcm")], "views": ["LATERAL", "PA"]}
+    images = study_images(str(tmp_path), meta)
+    assert images == [("PA", tmp_path / "A/1_PA/1.dcm"), ("LATERAL", tmp_path / "A/2_LL/1.dcm")]
+    assert study_images(str(tmp_path), {}) == []  # nothing recorded: nothing guessed
