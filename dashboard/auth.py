@@ -110,10 +110,21 @@ def verify_password(password: str, encoded: str) -> bool:
 
 
 def users_file_path(env: dict[str, str] | None = None) -> Path:
-    """The users file: ``$MEDVLM_USERS_FILE`` or the demo file beside this module."""
+    """The users file named by ``$MEDVLM_USERS_FILE``.
+
+    There is deliberately no fallback to the demo file: its passwords are public, so a deployment that
+    forgot to configure users must not accept them. `medvlm demo` names the demo file explicitly.
+
+    Raises:
+        AuthError: the variable is not set.
+    """
     env = os.environ if env is None else env
     value = env.get(USERS_FILE_ENV)
-    return Path(value) if value else DEFAULT_USERS_FILE
+    if not value:
+        raise AuthError(f"no users configured: set {USERS_FILE_ENV} to a users file (format and demo users in "
+                        f"{DEFAULT_USERS_FILE.name}; `python -m dashboard.auth hash` makes password hashes), "
+                        "or configure single sign-on")
+    return Path(value)
 
 
 def load_users(path: str | Path) -> dict[str, User]:

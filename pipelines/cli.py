@@ -91,8 +91,11 @@ def demo(
     rows["batch drafting"] = {k: drafted.get(k) for k in ("studies_seen", "drafted", "skipped", "quarantined", "failed")}
     _print_summary("demo (synthetic phantoms; NOT FOR CLINICAL USE)", rows)
     if dashboard:
-        from pipelines.dashboard_cmd import dashboard_command
+        import os
 
+        from pipelines.dashboard_cmd import DEMO_USERS_FILE, dashboard_command
+
+        os.environ.setdefault("MEDVLM_USERS_FILE", str(DEMO_USERS_FILE))  # the demo names its public demo users
         console.print("log in as [bold]rad[/] / [bold]rad-demo[/] (radiologist) or res / res-demo (resident)")
         raise typer.Exit(code=dashboard_command(summary["db"], port, "127.0.0.1", model=summary["model"]))
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+DEMO_USERS_FILE = APP_PATH.with_name("users.example.yaml")
+"""The demo users (public passwords): only `medvlm demo` names it; the dashboard has no default users."""
 DATABASE_URL_ENV = "MEDVLM_DATABASE_URL"
 
 

@@ -17,7 +17,9 @@ APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 def store_url(seeded_store_url, tmp_path, monkeypatch) -> str:
     url = seeded_store_url
     monkeypatch.setenv("MEDVLM_DATABASE_URL", url)
-    monkeypatch.delenv("MEDVLM_USERS_FILE", raising=False)  # the demo users file
+    from dashboard.auth import DEFAULT_USERS_FILE
+
+    monkeypatch.setenv("MEDVLM_USERS_FILE", str(DEFAULT_USERS_FILE))  # the demo users
     monkeypatch.delenv("MEDVLM_MODEL", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'no-mlflow.db'}")
     return url

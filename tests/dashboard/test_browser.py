@@ -58,7 +58,7 @@ def server(tmp_path):
         seed_from_phantoms(store, phantoms, probe_first=True)
     port = _free_port()
     env = dict(os.environ, MEDVLM_DATABASE_URL=url, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'none.db'}")
-    env.pop("MEDVLM_USERS_FILE", None)
+    env["MEDVLM_USERS_FILE"] = str(REPO / "dashboard" / "users.example.yaml")  # the demo users
     env.pop("MEDVLM_MODEL", None)
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(dashboard_argv(port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

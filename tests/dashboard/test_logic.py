@@ -353,3 +353,12 @@ def test_study_images_reads_the_batch_jobs_metadata_and_never_scans_the_folder(t
     images = study_images(str(tmp_path), meta)
     assert images == [("PA", tmp_path / "A/1_PA/1.dcm"), ("LATERAL", tmp_path / "A/2_LL/1.dcm")]
     assert study_images(str(tmp_path), {}) == []  # nothing recorded: nothing guessed
+
+
+def test_no_users_file_means_no_login_not_the_public_demo_users():
+    """A deployment that forgot MEDVLM_USERS_FILE must not accept the demo passwords."""
+    from dashboard import auth
+
+    with pytest.raises(auth.AuthError, match="MEDVLM_USERS_FILE"):
+        auth.users_file_path(env={})
+    assert auth.users_file_path(env={"MEDVLM_USERS_FILE": "/etc/medvlm/users.yaml"}) == Path("/etc/medvlm/users.yaml")
