@@ -89,6 +89,24 @@ def test_pickle_files_are_refused(saved):
         load_checkpoint(path)
 
 
+def test_pickled_adapter_is_refused(saved):
+    """An adapter saved the old way (adapter_model.bin is a pickle) must not load."""
+    _, path, _ = saved
+    (path / "adapter" / "adapter_model.bin").write_bytes(b"\x80\x04 a pickle would execute code")
+    with pytest.raises(UnsafeCheckpointError, match="adapter_model.bin"):
+        load_checkpoint(path)
+
+
+def test_tampered_adapter_is_refused(saved):
+    _, path, _ = saved
+    adapter = path / "adapter" / "adapter_model.safetensors"
+    data = bytearray(adapter.read_bytes())
+    data[-1] ^= 0x01
+    adapter.write_bytes(bytes(data))
+    with pytest.raises(CheckpointIntegrityError, match="adapter_model.safetensors"):
+        load_checkpoint(path)
+
+
 def test_tampered_weights_are_refused(saved):
     _, path, _ = saved
     weights = path / "model.safetensors"
