@@ -8,7 +8,7 @@ carries a confidence from the token log-probabilities (`medvlm.confidence`).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,28 @@ def _generate_kwargs(
     return kwargs
 
 
+def _kept_rows(
+    bundle: MedVLM, out: Any, prompt_len: int, stops: Sequence[int], beam: bool
+) -> list[tuple[list[int], list[float]]]:
+    """Per row of a `generate` output: (generated ids, their log-probabilities), cut at the first stop token."""
+    if beam:  # beam scores are already log-softmaxed (and length-penalty free per step)
+        scores = bundle.llava.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
+    else:  # raw logits -> the model's own log-probabilities, unaffected by logits processors
+        scores = bundle.llava.compute_transition_scores(out.sequences, out.logits, normalize_logits=True)
+    new_ids = out.sequences[:, prompt_len:]  # (B, T)
+    stop_set = set(stops)
+    rows = []
+    for ids, lps in zip(new_ids.tolist(), scores.float().tolist(), strict=True):
+        keep_ids, keep_lps = [], []
+        for t, lp in zip(ids, lps, strict=False):
+            if t in stop_set:
+                break
+            keep_ids.append(t)
+            keep_lps.append(lp if np.isfinite(lp) else -1e4)
+        rows.append((keep_ids, keep_lps))
+    return rows
+
+
 def _run_batch(
     bundle: MedVLM,
     encodings: list[dict[str, Any]],
@@ -111,22 +133,7 @@ def _run_batch(
             output_logits=not beam,
             **kwargs,
         )
-        if beam:  # beam scores are already log-softmaxed (and length-penalty free per step)
-            scores = bundle.llava.compute_transition_scores(out.sequences, out.scores, out.beam_indices)
-        else:  # raw logits -> the model's own log-probabilities, unaffected by logits processors
-            scores = bundle.llava.compute_transition_scores(out.sequences, out.logits, normalize_logits=True)
-    new_ids = out.sequences[:, prompt_len:]  # (B, T)
-    stops = set(kwargs["eos_token_id"])
-    rows = []
-    for ids, lps in zip(new_ids.tolist(), scores.float().tolist(), strict=True):
-        keep_ids, keep_lps = [], []
-        for t, lp in zip(ids, lps, strict=False):
-            if t in stops:
-                break
-            keep_ids.append(t)
-            keep_lps.append(lp if np.isfinite(lp) else -1e4)
-        rows.append((keep_ids, keep_lps))
-    return rows
+        return _kept_rows(bundle, out, prompt_len, kwargs["eos_token_id"], beam)
 
 
 def encode_studies(bundle: MedVLM, studies: Sequence[StudyInput]) -> list[dict[str, Any]]:
@@ -205,7 +212,15 @@ def answer_question(
         The answer with its confidence.
     """
     settings = settings or bundle.config.generation
-    enc = encode_question(
+    enc = _encode_question(bundle, images, question, history)
+    ((ids, lps),) = _run_batch(bundle, [enc], settings, None)
+    return _answer(bundle, ids, lps, settings)
+
+
+def _encode_question(
+    bundle: MedVLM, images: Sequence[np.ndarray], question: str, history: list[tuple[str, str]] | None
+) -> dict[str, Any]:
+    return encode_question(
         bundle.processor,
         bundle.config.prompt,
         images,
@@ -214,10 +229,73 @@ def answer_question(
         max_views=bundle.config.max_views,
         history=history,
     )
-    ((ids, lps),) = _run_batch(bundle, [enc], settings, None)
+
+
+def _answer(bundle: MedVLM, ids: list[int], lps: list[float], settings: GenerationSettings) -> Answer:
     text, sentences = sentence_confidences(bundle.tokenizer, ids, lps, settings.sentence_confidence)
     confidence = float(np.exp(np.mean(lps))) if lps else 0.0
     return Answer(text.strip(), confidence, sentences)
+
+
+def _stream(
+    bundle: MedVLM,
+    enc: dict[str, Any],
+    settings: GenerationSettings,
+    timeout_s: float,
+    on_done: Callable[[list[int], list[float]], None] | None = None,
+) -> Iterator[str]:
+    """Greedy `generate` in a thread feeding a `TextIteratorStreamer`; yield its pieces.
+
+    After the last piece, `on_done` (if given) gets the generated ids and their log-probabilities
+    (stop token removed), read from the same `generate` call: no second pass. Errors raised in the
+    thread are re-raised here.
+    """
+    import torch
+    from transformers import TextIteratorStreamer
+
+    tok = bundle.tokenizer
+    streamer = TextIteratorStreamer(
+        tok, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True, clean_up_tokenization_spaces=False
+    )
+    kwargs = _generate_kwargs(bundle, settings, None)
+    kwargs["num_beams"] = 1  # a streamer needs one hypothesis
+    outputs: list[Any] = []
+    errors: list[BaseException] = []
+    model = bundle.model
+    model.eval()
+
+    def _work() -> None:
+        try:
+            with torch.inference_mode():
+                outputs.append(
+                    model.generate(
+                        input_ids=enc["input_ids"][None],  # (1, L)
+                        attention_mask=enc["attention_mask"][None],  # (1, L)
+                        pixel_values=enc["pixel_values"].to(bundle.llava.dtype),  # (V, 3, S, S)
+                        streamer=streamer,
+                        return_dict_in_generate=on_done is not None,
+                        output_logits=on_done is not None,
+                        **kwargs,
+                    )
+                )
+        except BaseException as exc:  # surfaced in the caller's thread below
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=_work, name="medvlm-stream", daemon=True)
+    thread.start()
+    try:
+        yield from streamer
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    if on_done is not None:
+        with torch.inference_mode():
+            ((ids, lps),) = _kept_rows(
+                bundle, outputs[0], enc["input_ids"].shape[0], kwargs["eos_token_id"], beam=False
+            )
+        on_done(ids, lps)
 
 
 def stream_draft(
@@ -241,41 +319,74 @@ def stream_draft(
     Yields:
         Decoded text pieces (special tokens skipped).
     """
-    import torch
-    from transformers import TextIteratorStreamer
-
     settings = settings or bundle.config.generation
     (enc,) = encode_studies(bundle, [study])
-    tok = bundle.tokenizer
-    streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True, timeout=timeout_s)
-    kwargs = _generate_kwargs(bundle, settings, None)
-    kwargs["num_beams"] = 1
-    errors: list[BaseException] = []
-    model = bundle.model
-    model.eval()
+    yield from _stream(bundle, enc, settings, timeout_s)
 
-    def _work() -> None:
-        try:
-            with torch.inference_mode():
-                model.generate(
-                    input_ids=enc["input_ids"][None],  # (1, L)
-                    attention_mask=enc["attention_mask"][None],  # (1, L)
-                    pixel_values=enc["pixel_values"].to(bundle.llava.dtype),  # (V, 3, S, S)
-                    streamer=streamer,
-                    **kwargs,
-                )
-        except BaseException as exc:  # surfaced in the caller's thread below
-            errors.append(exc)
-            streamer.end()
 
-    thread = threading.Thread(target=_work, name="medvlm-stream", daemon=True)
-    thread.start()
-    try:
-        yield from streamer
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
+def _strip_pieces(pieces: Iterator[str]) -> Iterator[str]:
+    """Pass text pieces through, minus the whitespace that leads and trails the whole text.
+
+    Trailing whitespace of a piece is held back until a later piece has visible text, so that
+    joining the output equals `"".join(pieces).strip()` while still streaming.
+    """
+    started = False
+    held = ""
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            if not piece:
+                continue
+            started = True
+        body = piece.rstrip()
+        if not body:  # whitespace only: keep it until visible text follows
+            held += piece
+            continue
+        yield held + body
+        held = piece[len(body) :]
+
+
+def stream_answer(
+    bundle: MedVLM,
+    images: Sequence[np.ndarray],
+    question: str,
+    history: list[tuple[str, str]] | None = None,
+    settings: GenerationSettings | None = None,
+    *,
+    on_answer: Callable[[Answer], None] | None = None,
+    timeout_s: float = 300.0,
+) -> Iterator[str]:
+    """Yield an answer to a question piece by piece as it is generated (the dashboard's chat).
+
+    The prompt is `answer_question`'s; decoding is greedy (`num_beams` forced to 1), so joining
+    the pieces gives the text `answer_question` returns with greedy settings (leading and
+    trailing whitespace removed, as there).
+
+    Args:
+        bundle: model + processor + config.
+        images: the study's views, float32 [0, 1] (H, W).
+        question: the clinician's question.
+        history: earlier turns of this conversation, oldest first.
+        settings: decoding settings; default the bundle config's.
+        on_answer: called once after the last piece with the whole `Answer`, its confidence from
+            the log-probabilities of the same generation (no second pass).
+        timeout_s: longest wait for the next piece.
+
+    Yields:
+        Decoded text pieces (special tokens skipped).
+
+    Raises:
+        ValueError: no image, more than `max_views`, or a malformed image (see `encode_question`).
+    """
+    settings = settings or bundle.config.generation
+    enc = _encode_question(bundle, images, question, history)
+    on_done = None
+    if on_answer is not None:
+
+        def on_done(ids: list[int], lps: list[float]) -> None:
+            on_answer(_answer(bundle, ids, lps, settings))
+
+    yield from _strip_pieces(_stream(bundle, enc, settings, timeout_s, on_done))
 
 
 def image_token_count(input_ids: torch.Tensor, bundle: MedVLM) -> int:

@@ -1,4 +1,5 @@
-"""Ask page: questions to the model about the open study; every Q&A is stored with the study."""
+"""Ask page: questions to the model about the open study, answers streamed as they are generated;
+every Q&A is stored with the study."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dashboard import logic
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
-def _bundle(model: str):  # noqa: ANN202 - medvlm MedVLM
+def cached_bundle(model: str):  # noqa: ANN201 - medvlm MedVLM
+    """The configured model, loaded once per process (the Study page's image retrieval shares it)."""
     return logic.load_model(model)
 
 
@@ -34,13 +36,19 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     with st.chat_message("user"):
         st.markdown(logic.escape_markdown(question))
     try:
-        bundle = _bundle(model)
+        bundle = cached_bundle(model)
         images = logic.model_images(detail, size=bundle.config.image_size)
-        answer = logic.ask_model(bundle, images, question, detail.questions)
     except Exception as exc:  # noqa: BLE001 - show a plain message; never the exception text (may hold paths)
         st.error(f"The model could not answer ({type(exc).__name__}).")
         return
+    result = logic.StreamedAnswer()
     with st.chat_message("assistant"):
-        st.write_stream(logic.escape_markdown(w) for w in logic.word_stream(answer.text))
-        st.caption(f"confidence {answer.confidence:.2f} · model {logic.escape_markdown(model)}")
-    logic.record_question(store, user, detail.study_uid, question, answer.text, model)
+        try:
+            st.write_stream(logic.escape_markdown(piece) for piece in
+                            logic.stream_model_answer(bundle, images, question, detail.questions, result))
+        except Exception as exc:  # noqa: BLE001 - as above; a partial answer is not stored
+            st.error(f"The model could not answer ({type(exc).__name__}).")
+            return
+        confidence = "" if result.confidence is None else f"confidence {result.confidence:.2f} · "
+        st.caption(f"{confidence}model {logic.escape_markdown(model)}")
+    logic.record_question(store, user, detail.study_uid, question, result.text, model)

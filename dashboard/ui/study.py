@@ -1,11 +1,13 @@
 """Study page: frontal and lateral views with window/level and zoom, the AI draft, editing,
-version history with a diff, approve (sign) and reject."""
+version history with a diff, approve (sign) and reject, and similar prior cases (by image with a
+configured model, else by shared findings labels)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from dashboard import logic, viewer
+from dashboard.ui.ask import cached_bundle
 from pipelines.store import reviews
 
 _LEGEND = (":orange-background[orange]: low model confidence (below "
@@ -67,11 +69,58 @@ def _draft(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
         st.caption("No consistency flags.")
 
 
+@st.cache_resource(max_entries=2)
+def _embedding_cache(model: str) -> dict:
+    """Frontal-image embeddings already computed with ``model`` (file key → vector), per process."""
+    return {}
+
+
+def _similar_by_image(store, detail: logic.StudyDetail, model: str) -> list[logic.SimilarCase] | None:  # noqa: ANN001
+    """Cases ranked by image similarity, or None (with a caption saying why) to fall back to labels."""
+    frontal = logic.frontal_image(detail.images)
+    if frontal is None:
+        st.caption("This study has no frontal image, so prior cases are ranked by shared findings instead.")
+        return None
+    with store.transaction() as session:
+        candidates = logic.signed_case_candidates(session)
+    if not any(c.study_uid != detail.study_uid for c in candidates):
+        st.caption("No other study has a signed report yet, so there is nothing to compare by image.")
+        return []
+    try:
+        bundle = cached_bundle(model)
+        with st.spinner("Comparing frontal images…"):
+            cases = logic.similar_cases_by_image(bundle, detail.study_uid, frontal, candidates,
+                                                 cache=_embedding_cache(model))
+    except Exception as exc:  # noqa: BLE001 - plain message, never the exception text (may hold paths)
+        st.caption(f"Image retrieval failed ({type(exc).__name__}); prior cases are ranked by shared findings "
+                   "instead.")
+        return None
+    st.caption("Ranked by image similarity: cosine similarity of the model's embeddings of the frontal views "
+               f"(model {logic.escape_markdown(model)}).")
+    if not cases:
+        st.caption("No other signed study has a readable frontal image.")
+    return cases
+
+
 def _similar(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
     draft = detail.draft
-    if draft is None:
+    model = logic.configured_model()
+    if draft is None and model is None:
         return
     with st.expander("Similar prior cases"):
+        cases = _similar_by_image(store, detail, model) if model is not None else None
+        if cases is not None:
+            for case in cases:
+                st.markdown(f"**{logic.escape_markdown(case.label)}** (similarity {case.score:.2f}): "
+                            f"{logic.escape_markdown(case.impression)}")
+                if case.findings:
+                    st.caption(logic.escape_markdown(case.findings))
+            return
+        if draft is None:
+            st.caption("No AI draft to compare findings with.")
+            return
+        st.caption("Ranked by shared findings labels (CheXpert-style labeller on the report text)"
+                   + (", because no model is configured (MEDVLM_MODEL)." if model is None else "."))
         with store.transaction() as session:
             cases = logic.similar_cases(session, detail.study_uid, f"{draft.findings} {draft.impression}")
         if not cases:

@@ -27,3 +27,15 @@ def seeded_store_url(tmp_path, phantom_dir) -> str:
     with open_store(url) as store:
         seed_from_phantoms(store, phantom_dir, probe_first=True)
     return url
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle():
+    """A randomly initialised tiny model (32 px images, 6 new tokens) with a BPE trained on a few reports."""
+    from medvlm.build import build_model
+    from medvlm.config import ModelConfig
+    from medvlm.tokenizer import train_report_tokenizer
+
+    corpus = ["FINDINGS: The heart is normal. IMPRESSION: Normal.", "Is there a pleural effusion?", "No."] * 8
+    return build_model(ModelConfig.from_dict({"image_size": 32, "generation": {"max_new_tokens": 6}}),
+                       train_report_tokenizer(corpus, vocab_size=300))

@@ -171,23 +171,31 @@ def test_model_page_without_mlflow(store_url):
 
 
 @pytest.mark.slow
-def test_ask_page_with_tiny_model_stores_answer(store_url, tmp_path, monkeypatch):
-    from medvlm.build import build_model
+def test_ask_page_with_tiny_model_stores_answer(store_url, tmp_path, monkeypatch, tiny_bundle):
+    from dashboard import auth, logic
     from medvlm.checkpoint import save_checkpoint
-    from medvlm.config import ModelConfig
-    from medvlm.tokenizer import train_report_tokenizer
 
-    corpus = ["FINDINGS: The heart is normal. IMPRESSION: Normal.", "Is there a pleural effusion?", "No."] * 8
-    bundle = build_model(ModelConfig.from_dict({"image_size": 32, "generation": {"max_new_tokens": 6}}),
-                         train_report_tokenizer(corpus, vocab_size=300))
-    save_checkpoint(bundle, tmp_path / "ckpt")
+    save_checkpoint(tiny_bundle, tmp_path / "ckpt")
     monkeypatch.setenv("MEDVLM_MODEL", str(tmp_path / "ckpt"))
+    with open_store(store_url) as store:  # one signed prior case for the Study page's image retrieval
+        first, *others = _worklist_uids(store)
+        v = logic.open_study(store, auth.User("rad", "Dr Rad", "radiologist"), others[-1]).latest
+        logic.approve(store, auth.User("rad", "Dr Rad", "radiologist"), others[-1], expected_version=v.version)
     at = _open_first(_login())
+    text = _markdown(at)
+    assert "Ranked by image similarity" in text and "PH0001** (similarity" in text
     at.button(key="nav_Ask").click().run()
     at.chat_input[0].set_value("Is there a pleural effusion?").run()
     assert not at.exception, at.exception
     assert len(at.chat_message) >= 2
     with open_store(store_url) as store:
-        uid = _worklist_uids(store)[0]
-        qs = reviews.list_questions(store, uid)
+        qs = reviews.list_questions(store, first)
     assert [(u, q) for u, q, _ in qs] == [("rad", "Is there a pleural effusion?")]
+    streamed = [m.value for m in at.chat_message[-1].markdown]
+    assert qs[0][2] and streamed and streamed[0] == logic.escape_markdown(qs[0][2])  # what was streamed is what was stored
+    assert any(c.value.startswith("confidence ") for c in at.chat_message[-1].caption)
+
+
+def test_study_page_says_labels_rank_prior_cases_without_model(store_url):
+    at = _open_first(_login())
+    assert "Ranked by shared findings labels" in _markdown(at) and "no model is configured" in _markdown(at)

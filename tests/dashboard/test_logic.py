@@ -282,7 +282,21 @@ def test_questions_stored_with_study(store):
     with store.transaction() as s:
         (qa,) = logic.load_study(s, uid).questions
     assert (qa.user, qa.question, qa.answer) == ("rad", "Is there an effusion?", "No.")
-    assert "".join(logic.word_stream("a b  c")) == "a b  c"
+
+
+def test_stream_model_answer_streams_the_greedy_answer(store, tiny_bundle):
+    from medvlm.generate import answer_question
+
+    uid = _first_uid(store)
+    with store.transaction() as s:
+        detail = logic.load_study(s, uid)
+    images = logic.model_images(detail, size=tiny_bundle.config.image_size)
+    history = [logic.QAView("rad", "Any pneumothorax?", "No.", "m", datetime.now(UTC))]
+    result = logic.StreamedAnswer()
+    pieces = list(logic.stream_model_answer(tiny_bundle, images, "Is there a pleural effusion?", history, result))
+    greedy = answer_question(tiny_bundle, images, "Is there a pleural effusion?", [("Any pneumothorax?", "No.")])
+    assert result.pieces == pieces and result.text == "".join(pieces) == greedy.text
+    assert result.confidence == pytest.approx(greedy.confidence, abs=1e-4)
 
 
 def test_similar_cases_ranks_by_shared_findings(store):
@@ -297,6 +311,60 @@ def test_similar_cases_ranks_by_shared_findings(store):
         cases = logic.similar_cases(s, "other", "Moderate right pneumothorax.")
         assert cases and "Pneumothorax" in cases[0].shared
         assert all(c.study_uid != "other" for c in cases)
+
+
+def _sign(store, uid):
+    v = logic.open_study(store, RAD, uid).latest
+    logic.approve(store, RAD, uid, expected_version=v.version)
+
+
+def test_frontal_image_prefers_pa_then_ap():
+    images = [("LL", Path("l.dcm")), ("AP", Path("ap.dcm")), ("PA", Path("pa.dcm"))]
+    assert logic.frontal_image(images) == Path("pa.dcm")
+    assert logic.frontal_image(images[:2]) == Path("ap.dcm")
+    assert logic.frontal_image(images[:1]) is None
+
+
+def test_similar_cases_by_image(store, tiny_bundle, phantom_dir, tmp_path):
+    uids = {json_id: uid for json_id, uid in _phantom_uids(phantom_dir)}
+    query = uids["PH0000"]
+    # A fourth study whose frontal is a byte copy of the query's (at another path): a perfect match.
+    copy = tmp_path / "copy_pa.dcm"
+    copy.write_bytes((phantom_dir / "PH0000" / "1_PA" / "1.dcm").read_bytes())
+    twin = "1.2.826.0.1.3680043.8.498.1"
+    logic.seed_study(store, study_uid=twin, source=str(tmp_path), metadata={
+        "study_id": "TWIN", "images": [{"path": str(copy), "view": "PA"}]},
+        findings="Twin findings.", impression="Twin impression.", sentences=[])
+    for uid in (query, uids["PH0001"], twin):
+        _sign(store, uid)
+    logic.open_study(store, RAD, uids["PH0002"])  # a draft version, never signed: not a candidate
+    with store.transaction() as s:
+        candidates = logic.signed_case_candidates(s)
+        frontal = logic.frontal_image(logic.load_study(s, query).images)
+    assert {c.study_uid for c in candidates} == {query, uids["PH0001"], twin}
+    cache: dict = {}
+    cases = logic.similar_cases_by_image(tiny_bundle, query, frontal, candidates, k=10, cache=cache)
+    assert [c.study_uid for c in cases] == [twin, uids["PH0001"]]  # itself excluded, unsigned PH0002 absent
+    assert [c.label for c in cases] == ["TWIN", "PH0001"]
+    assert (cases[0].findings, cases[0].impression) == ("Twin findings.", "Twin impression.")
+    assert cases[0].score == pytest.approx(1.0, abs=1e-5)
+    assert cases[1].score < cases[0].score - 1e-6
+    assert len(cache) == 3  # query, its copy and PH0001's frontal, one entry per file
+    again = logic.similar_cases_by_image(tiny_bundle, query, frontal, candidates, k=1, cache=cache)
+    assert [(c.study_uid, c.score) for c in again] == [(twin, cases[0].score)] and len(cache) == 3
+    # A candidate whose image is gone drops out; an unreadable query is a plain refusal.
+    copy.unlink()
+    cases = logic.similar_cases_by_image(tiny_bundle, query, frontal, candidates, k=10)
+    assert [c.study_uid for c in cases] == [uids["PH0001"]]
+    with pytest.raises(logic.ReviewError, match="frontal image cannot be read"):
+        logic.similar_cases_by_image(tiny_bundle, twin, copy, candidates)
+
+
+def _phantom_uids(phantom_dir):
+    import json
+
+    with open(phantom_dir / "reports.jsonl", encoding="utf-8") as fh:
+        return [(r["study_id"], r["study_uid"]) for r in map(json.loads, fh)]
 
 
 # ------------------------------------------------------------------ model page and command

@@ -11,7 +11,14 @@ import torch
 from medvlm.build import freeze_for_stage
 from medvlm.confidence import section_ranges, sentence_confidences
 from medvlm.config import GenerationSettings
-from medvlm.generate import StudyInput, answer_question, generate_drafts, stream_draft
+from medvlm.generate import (
+    StudyInput,
+    _strip_pieces,
+    answer_question,
+    generate_drafts,
+    stream_answer,
+    stream_draft,
+)
 from medvlm.processor import collate, encode_study, encode_training_example
 from medvlm.prompts import format_report
 
@@ -121,6 +128,40 @@ def test_answer_question_with_history(bundle, make_image):
     answer = answer_question(bundle, images, "Is there an effusion?", history=[("Any pneumothorax?", "No.")])
     assert isinstance(answer.text, str)
     assert 0.0 <= answer.confidence <= 1.0
+
+
+def test_stream_answer_yields_the_greedy_answer_and_its_confidence(bundle, make_image):
+    images = [make_image(0), make_image(1)]
+    history = [("Any pneumothorax?", "No.")]
+    got = []
+    pieces = list(stream_answer(bundle, images, "Is there an effusion?", history, on_answer=got.append))
+    greedy = answer_question(bundle, images, "Is there an effusion?", history)
+    assert greedy.text, "the perturbed tiny model must say something for the comparison to mean anything"
+    assert "".join(pieces) == greedy.text
+    (streamed,) = got  # the same generation's log-probabilities: the confidence agrees
+    assert streamed.text == greedy.text
+    assert streamed.confidence == pytest.approx(greedy.confidence, abs=1e-4)
+    assert [s.text for s in streamed.sentences] == [s.text for s in greedy.sentences]
+
+
+def test_stream_answer_is_greedy_even_when_settings_say_beams(bundle, make_image):
+    images = [make_image(2)]
+    beams = GenerationSettings(max_new_tokens=8, num_beams=3)
+    greedy = answer_question(bundle, images, "Is there an effusion?", settings=GenerationSettings(max_new_tokens=8))
+    assert "".join(stream_answer(bundle, images, "Is there an effusion?", settings=beams)) == greedy.text
+
+
+def test_stream_answer_surfaces_errors(bundle, make_image):
+    with pytest.raises(ValueError, match="max_views"):
+        list(stream_answer(bundle, [], "Is there an effusion?"))
+
+
+def test_strip_pieces_streams_the_stripped_text():
+    pieces = ["", "  ", " Small", " left ", " ", "effusion.", "  \n", " "]
+    out = list(_strip_pieces(iter(pieces)))
+    assert "".join(out) == "".join(pieces).strip() == "Small left  effusion."
+    assert out[0] == "Small"  # the first visible piece is not held back
+    assert list(_strip_pieces(iter(["  ", "\n"]))) == []
 
 
 def _train(bundle, examples, steps, lr=3e-3):
