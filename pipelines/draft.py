@@ -86,6 +86,8 @@ class DraftOptions:
     """Intensity rule used when images are normalised (see `dicom_io.normalise`)."""
     throttle_s: float = 0.0
     """Sleep this long after claiming each batch, before drafting (tests: reproducible crash points)."""
+    threads_per_worker: int | None = None
+    """Torch intra-op threads per worker process; None: 1 with several workers, torch's default with one."""
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0:
@@ -648,7 +650,7 @@ def run_draft_job(model: str | Path, source: Any, *, db: str | None = None, work
     events = ctx.Queue()
     try:
         if engine == "local" and workers > 0:
-            threads = 1 if workers > 1 else None
+            threads = options.threads_per_worker or (1 if workers > 1 else None)
             for i in range(workers):
                 wid = f"draft-{os.getpid()}-{i}"
                 p = ctx.Process(target=_worker_main, name=wid, daemon=True,
