@@ -68,3 +68,50 @@ def test_draft_from_dicomweb_sign_and_export_by_stow(empty_orthanc, tmp_path):
     resent = export_command(url, uid, sink, resend=True)
     assert resent.exported == 1
     assert len(_sr_instances(client, uid)) == 1  # same SR UIDs: the PACS keeps one instance
+
+
+def test_draft_from_dimse_sign_and_export_by_cstore(empty_orthanc, tmp_path):
+    """The other PACS path end to end: C-FIND + C-MOVE into the job, signed SR back by C-STORE, a resend kept once."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from dicom_io.sr import read_report_texts
+    from pipelines.draft import run_draft_job
+    from pipelines.draft_commands import export_command
+    from pipelines.sources_cli import parse_source
+    from pipelines.store import open_store
+    from pipelines.store.reviews import list_versions, sign_version
+
+    pacs = empty_orthanc
+    phantoms = make_phantoms(tmp_path / "ph", n=2, seed=8)
+    for path in sorted(phantoms.rglob("*.dcm")):
+        pacs.upload(path)
+    ckpt = build_tiny_checkpoint(tmp_path / "ckpt")
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    spec = f"dimse://ORTHANC@127.0.0.1:{pacs.dicom_port}?calling=MEDVLM&our_port={pacs.our_port}&method=move"
+    source = parse_source(spec, work_dir=tmp_path / "incoming")
+    summary = run_draft_job(ckpt, source, db=url, workers=0, progress=False, audit_key=AUDIT_KEY)
+    assert summary.drafted == 2 and summary.quarantined == {} and summary.failed == {}
+
+    with open_store(url, audit_key=AUDIT_KEY) as store:
+        uid = _study_uids(store)[0]
+        draft = list_versions(store, uid)[0]
+        sign_version(store, draft.id, signer="Jones^Ben", role="radiologist")
+
+    sink = f"cstore://ORTHANC@127.0.0.1:{pacs.dicom_port}"
+    assert export_command(url, uid, sink).exported == 1
+    assert export_command(url, uid, sink, resend=True).exported == 1
+    client = DICOMwebClient(pacs.dicomweb_url)
+    found = _sr_instances(client, uid)
+    assert len(found) == 1  # deterministic SR UIDs: the resend is not a duplicate
+    sr = client.retrieve_instance(uid, found[0]["0020000E"]["Value"][0], found[0]["00080018"]["Value"][0])
+    assert read_report_texts(sr) == {"findings": draft.findings, "impression": draft.impression}
+    assert sr.VerificationFlag == "VERIFIED"
+
+
+def _study_uids(store) -> list[str]:
+    from sqlalchemy import select
+
+    from pipelines.store.models import StudyRecord
+
+    with store.transaction() as session:
+        return sorted(session.scalars(select(StudyRecord.study_uid)).all())
