@@ -560,12 +560,17 @@ def augmented_views(images: Sequence[np.ndarray], pipeline: Any, seed: int) -> l
     """Apply the MONAI pipeline (reseeded) to each view; returns float32 (S, S) arrays."""
     if pipeline is None:
         return list(images)
+    import torch
+
     pipeline.set_random_state(seed=seed)
     out = []
-    for img in images:
-        res = pipeline({"image": img})["image"]
-        arr = res.detach().cpu().numpy() if hasattr(res, "detach") else np.asarray(res)
-        out.append(np.ascontiguousarray(arr[0], dtype=np.float32))  # (1, S, S) -> (S, S)
+    # Data preparation is float32 whatever the training precision: CPU autocast would otherwise run MONAI's
+    # tensor ops in bfloat16, which it cannot convert back to numpy (and which would quantise the pixels).
+    with torch.autocast("cpu", enabled=False):
+        for img in images:
+            res = pipeline({"image": img})["image"]
+            arr = res.detach().cpu().numpy() if hasattr(res, "detach") else np.asarray(res)
+            out.append(np.ascontiguousarray(arr[0], dtype=np.float32))  # (1, S, S) -> (S, S)
     return out
 
 

@@ -187,3 +187,18 @@ def test_too_long_reports_fail_before_training_with_the_flag_to_change(phantom_d
                                    "stages=[projector]", "model.tokenizer.max_length=40", "evaluate.enabled=false"])
     with pytest.raises(ConfigError, match="model.tokenizer.max_length"):
         run_training(cfg)
+
+
+def test_bfloat16_autocast_trains_on_cpu(phantom_dir, tmp_path):
+    """precision=bfloat16 runs the stage under torch.autocast (this CPU has bf16 units; CUDA gets it by default)."""
+    import math
+
+    from pipelines.train import run_training
+
+    cfg = load_train_config(TINY, [f"data.dir={phantom_dir}", f"out_dir={tmp_path / 'run'}", "tracking=none",
+                                   "stages=[projector]", "projector.steps=3", "precision=bfloat16",
+                                   "evaluate.enabled=false", "register=false"])
+    summary = run_training(cfg)
+    stage = summary["stages"]["projector"]
+    assert stage["steps_done"] == 3
+    assert math.isfinite(stage["first_loss"]) and math.isfinite(stage["last_loss"])
