@@ -34,6 +34,7 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # worker processes spawned by jobs
 
+
 DbOption = Annotated[
     str | None, typer.Option("--db", help="Store URL (default $MEDVLM_DATABASE_URL or sqlite:///var/medvlm.db).")
 ]
@@ -41,7 +42,10 @@ DbOption = Annotated[
 
 def _fail(exc: Exception) -> None:
     """Print a typed error as one actionable line and exit 2 (no traceback reaches the user)."""
-    console.print(f"[bold red]error[/]: {type(exc).__name__}: {exc}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    # the message is data (paths, tag names), never markup: "[...]" in it must print as written
+    console.print(f"[bold red]error[/]: {escape(f'{type(exc).__name__}: {exc}')}", highlight=False)
     raise typer.Exit(code=2)
 
 

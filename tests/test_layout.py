@@ -66,3 +66,16 @@ def test_cli_help_lists_commands():
 def test_no_pickle_weights_committed():
     tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT).stdout.split()
     assert not [f for f in tracked if f.endswith((".bin", ".pt", ".pth", ".pkl", ".ckpt"))]
+
+
+def test_cli_errors_are_one_line_and_keep_brackets(tmp_path):
+    """A typed error prints as one actionable line (exit 2, no traceback); brackets in it are not eaten as markup."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    missing = tmp_path / "[scan]" / "nothing-here"
+    result = CliRunner().invoke(app, ["ingest", str(missing), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "[scan]" in result.output
