@@ -2,7 +2,7 @@
 
 Prints ONE JSON object: files/s of
 
-* ``full``: `pipelines.ingest.ingest_file(path, size=224)`: read + gate + decode + normalise
+* ``full``: `pipelines.intake.ingest.ingest_file(path, size=224)`: read + gate + decode + normalise
   (Modality LUT, VOI, MONOCHROME1) + anti-aliased resize to 224 x 224;
 * ``raw``: ``pydicom.dcmread(path).pixel_array`` (decode only, the floor);
 * ``monai``: ``LoadImage(PydicomReader) → ScaleIntensity → Resize(224, 224)``;
@@ -56,7 +56,7 @@ def main() -> None:
 
     import pydicom
 
-    from pipelines.ingest import ingest_file
+    from pipelines.intake.ingest import ingest_file
 
     files = _files()
     chain = _monai_chain()

@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,11 +52,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from compliance.clock import as_utc
+from compliance.phi import has_person_name, is_dicom_uid
+
 GENESIS_HASH = "0" * 64
 HEAD_ROW_ID = 1
 READ_ACTION = "audit.read"
-_UID_RE = re.compile(r"^\d+(\.\d+){3,}$")  # DICOM UIDs: dotted digits, e.g. 1.2.840.113619...
-_PERSON_NAME_RE = re.compile(r"^[^\^=]+\^[^\^=]+")  # DICOM PN "FAMILY^GIVEN"
 
 # The schema is data, not a client: the store copies these tables into its own metadata
 # (``Table.to_metadata``) so one Alembic migration and one ``compare_metadata`` cover everything.
@@ -168,10 +168,6 @@ def pseudonymize(value: str, key: bytes | str) -> str:
     return "h:" + hmac.new(raw_key, value.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def _utc(ts: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every timestamp here was written as UTC.
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
 
 def _canonical(fields: Mapping[str, Any]) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
@@ -194,7 +190,7 @@ def compute_entry_hash(
     """Return the sha256 hex digest of the canonical JSON of one event's fields plus ``prev_hash``."""
     fields = {
         "seq": seq,
-        "timestamp": _utc(timestamp).isoformat(timespec="microseconds"),
+        "timestamp": as_utc(timestamp).isoformat(timespec="microseconds"),
         "actor": actor,
         "action": action,
         "object_type": object_type,
@@ -218,7 +214,7 @@ def _check_no_phi(value: Any, path: str) -> None:
         for i, v in enumerate(value):
             _check_no_phi(v, f"{path}[{i}]")
     elif isinstance(value, str):
-        if _UID_RE.match(value) or _PERSON_NAME_RE.match(value):
+        if is_dicom_uid(value) or has_person_name(value):
             raise AuditPHIError(
                 f"audit details at {path} look like a DICOM UID or person name; pass a pseudonym instead"
             )
@@ -278,7 +274,7 @@ def append_event(
     _check_no_phi(object_id, "object_id")
     head = _lock_head(session)
     seq = head.event_count + 1
-    ts = _utc(now or datetime.now(UTC))
+    ts = as_utc(now or datetime.now(UTC))
     fields = dict(
         seq=seq,
         timestamp=ts,
@@ -321,7 +317,7 @@ def pseudonym_salt(session: Session) -> str:
 def _to_event(row: Any) -> AuditEvent:
     return AuditEvent(
         seq=int(row.seq),
-        timestamp=_utc(row.timestamp),
+        timestamp=as_utc(row.timestamp),
         actor=row.actor,
         action=row.action,
         object_type=row.object_type,

@@ -42,7 +42,7 @@ def seed_from_phantoms(store: Any, phantom_dir: str | Path, *, seed: int = 0, li
 
     Args:
         store: an open review store.
-        phantom_dir: output folder of ``pipelines.phantoms.generate_phantoms``.
+        phantom_dir: output folder of ``pipelines.phantoms.render.generate_phantoms``.
         seed: seed of the confidence RNG.
         limit: at most this many studies.
         probe_first: put ``SCRIPT_PROBE`` as a sentence into the first study's findings and give

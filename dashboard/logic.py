@@ -1064,12 +1064,12 @@ def model_info(model_version: str, *, tracking_uri: str | None = None) -> ModelI
 
     Args:
         model_version: e.g. ``medvlm/3``, ``models:/medvlm@champion`` or a checkpoint path.
-        tracking_uri: MLflow URI; default as ``pipelines.tracking.resolve_tracking_uri``.
+        tracking_uri: MLflow URI; default as ``pipelines.tracking.tracker.resolve_tracking_uri``.
 
     Returns:
         The information found, or ``available=False`` with the reason.
     """
-    from pipelines.tracking import resolve_tracking_uri, sqlite_path
+    from pipelines.tracking.tracker import resolve_tracking_uri, sqlite_path
 
     if not model_version:
         return ModelInfo("", False, "This study has no draft, so no model is recorded for it.")
@@ -1084,7 +1084,7 @@ def model_info(model_version: str, *, tracking_uri: str | None = None) -> ModelI
         return ModelInfo(model_version, False, "This model version is not a registered MLflow model "
                          "(for example a local checkpoint folder); no evaluation figures are recorded.")
     try:
-        from pipelines.tracking import open_client
+        from pipelines.tracking.tracker import open_client
 
         client = open_client(uri)
         if by_hash:
@@ -1132,10 +1132,10 @@ def load_model(model: str) -> Any:
     """Load a model bundle from a checkpoint folder or an MLflow ``models:/`` URI.
 
     Raises:
-        pipelines.registry.RegistryError: the URI or folder does not resolve.
+        pipelines.tracking.registry.RegistryError: the URI or folder does not resolve.
     """
     from medvlm.checkpoint import load_checkpoint
-    from pipelines.registry import resolve_model_uri
+    from pipelines.tracking.registry import resolve_model_uri
 
     return load_checkpoint(resolve_model_uri(model))
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from compliance.clock import sha256_file
 from medvlm.build import MedVLM, unwrap
 from medvlm.config import ModelConfig
 from medvlm.errors import CheckpointError, CheckpointIntegrityError, UnsafeCheckpointError
@@ -29,14 +31,6 @@ MANIFEST_FILE = "manifest.json"
 ADAPTER_DIR = "adapter"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _files(directory: Path) -> list[str]:
@@ -49,6 +43,40 @@ def content_hash(file_hashes: dict[str, str]) -> str:
     for name in sorted(file_hashes):
         h.update(f"{name}\0{file_hashes[name]}\n".encode())
     return h.hexdigest()
+
+
+def _canonical_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """The one identity of a checkpoint folder, read from its verified manifest.
+
+    The registry tags versions with it and the drafting job keys its queue on it, so both name the
+    same checkpoint the same way.
+    """
+
+    model_version: str
+    """The manifest's content hash: sha256 over every (file, sha256) pair."""
+    weights_hash: str
+    """sha256 over the (file, sha256) pairs of the ``*.safetensors`` files."""
+    adapter_hash: str | None
+    """sha256 over the (file, sha256) pairs under ``adapter/``; None without a LoRA adapter."""
+
+
+def fingerprint(directory: str | Path, manifest: dict[str, Any] | None = None) -> Fingerprint:
+    """The checkpoint's `Fingerprint` (from ``manifest`` when the caller has verified it already)."""
+    if manifest is None:
+        manifest = verify_checkpoint(directory)
+    files: dict[str, str] = manifest["files"]
+    adapter = {k: v for k, v in files.items() if k.startswith(f"{ADAPTER_DIR}/")}
+    weights = {k: v for k, v in files.items() if k.endswith(".safetensors")}
+    return Fingerprint(
+        model_version=str(manifest["content_hash"]),
+        weights_hash=_canonical_hash(weights),
+        adapter_hash=_canonical_hash(adapter) if adapter else None,
+    )
 
 
 def _base_state_dict(model: Any) -> dict[str, Any]:
@@ -99,7 +127,7 @@ def save_checkpoint(bundle: MedVLM, directory: str | Path, *, overwrite: bool = 
     if unsafe:  # defensive: a library default changing back to pickle must not go unnoticed
         raise UnsafeCheckpointError(f"{directory}: pickle files were written: {unsafe}")
 
-    hashes = {name: _sha256(directory / name) for name in _files(directory)}
+    hashes = {name: sha256_file(directory / name) for name in _files(directory)}
     manifest = {"format": FORMAT_VERSION, "files": hashes, "content_hash": content_hash(hashes)}
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
@@ -141,7 +169,7 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
             f"{directory}: files differ from the manifest (missing {sorted(set(expected) - present)}, "
             f"unexpected {sorted(present - set(expected))})"
         )
-    changed = [name for name in sorted(expected) if _sha256(directory / name) != expected[name]]
+    changed = [name for name in sorted(expected) if sha256_file(directory / name) != expected[name]]
     if changed:
         raise CheckpointIntegrityError(f"{directory}: sha256 differs from the manifest for {changed}")
     if manifest.get("content_hash") != content_hash(expected):

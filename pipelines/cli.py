@@ -51,10 +51,12 @@ def _fail(exc: Exception) -> None:
 
 def _known_errors() -> tuple[type[Exception], ...]:
     """Errors that carry an actionable message; anything else is a bug and keeps its traceback."""
+    from compliance.deid_recipe import RecipeError
     from dicom_io.errors import DicomIOError
     from medvlm.errors import MedVLMError
+    from pipelines.errors import PipelineError
 
-    return (DicomIOError, MedVLMError, FileNotFoundError, NotADirectoryError, ValueError, RuntimeError)
+    return (DicomIOError, MedVLMError, PipelineError, RecipeError, FileNotFoundError, NotADirectoryError)
 
 
 def _print_summary(title: str, summary: dict) -> None:
@@ -76,7 +78,7 @@ def demo(
     port: Annotated[int, typer.Option(help="Dashboard port.")] = 8501,
 ) -> None:
     """Phantoms -> train -> evaluate -> register -> batch drafts -> dashboard, all local. NOT FOR CLINICAL USE."""
-    from pipelines.demo import DemoConfig, run_demo
+    from pipelines.launch.demo import DemoConfig, run_demo
 
     try:
         summary = run_demo(DemoConfig(var_dir=var_dir, n_train=n_train, n_incoming=n_incoming, retrain=retrain),
@@ -97,7 +99,7 @@ def demo(
     if dashboard:
         import os
 
-        from pipelines.dashboard_cmd import DEMO_USERS_FILE, dashboard_command
+        from pipelines.launch.dashboard import DEMO_USERS_FILE, dashboard_command
 
         os.environ.setdefault("MEDVLM_USERS_FILE", str(DEMO_USERS_FILE))  # the demo names its public demo users
         console.print("log in as [bold]rad[/] / [bold]rad-demo[/] (radiologist) or res / res-demo (resident)")
@@ -111,7 +113,7 @@ def ingest(
     window: Annotated[str, typer.Option(help="Intensity window: auto | voi | window | minmax.")] = "auto",
 ) -> None:
     """Read, validate and normalise a folder into studies.jsonl; bad files go to quarantine/ with reasons."""
-    from pipelines.ingest import run_ingest
+    from pipelines.intake.ingest import run_ingest
 
     try:
         summary = run_ingest(src, out, window=window, progress=True)
@@ -128,7 +130,7 @@ def deid(
     key_file: Annotated[Path | None, typer.Option(help="Secret key for UID remapping (else $MEDVLM_DEID_KEY).")] = None,
 ) -> None:
     """De-identify DICOM files (PS3.15 Annex E basic profile, recipe-driven)."""
-    from pipelines.deid import run_deid
+    from pipelines.intake.deid import run_deid
 
     try:
         summary = run_deid(src, out, recipe=recipe, key_file=key_file, progress=True)
@@ -144,7 +146,7 @@ def label(
     """Label reports with CheXpert's 14 observations; one JSON object per input line on stdout."""
     import json
 
-    from pipelines.label import run_label
+    from pipelines.evaluation.label import run_label
 
     stream = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
     try:
@@ -165,7 +167,7 @@ def phantoms(
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 512,
 ) -> None:
     """Render synthetic chest-radiograph phantom studies with matching reports (not patient data)."""
-    from pipelines.phantoms import PhantomConfig, generate_phantoms
+    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
 
     try:
         summary = generate_phantoms(out, n=n, seed=seed, progress=True, config=PhantomConfig(size=size))
@@ -181,7 +183,7 @@ def train(
 ) -> None:
     """Run a training recipe (stage 0 contrastive, 1 projector, 2 LoRA), tracked in MLflow. Extra args: key=value."""
     from medvlm.errors import ConfigError
-    from pipelines.commands import train_command
+    from pipelines.recipes.train import train_command
 
     try:
         summary = train_command(config, list(ctx.args))
@@ -222,7 +224,7 @@ def evaluate(
 ) -> None:
     """Score a model against the most-common-report and nearest-neighbour baselines on held-out studies."""
     from medvlm.errors import ConfigError
-    from pipelines.commands import evaluate_command
+    from pipelines.evaluation.evaluate import evaluate_command
 
     try:
         result = evaluate_command(model, data, out)
@@ -247,7 +249,7 @@ def dashboard(
     model: Annotated[str | None, typer.Option(help="Model for the Ask page (dir or models:/medvlm@champion).")] = None,
 ) -> None:
     """Start the review dashboard (Streamlit) on 127.0.0.1 and print its URL; Ctrl-C stops it."""
-    from pipelines.dashboard_cmd import dashboard_command
+    from pipelines.launch.dashboard import dashboard_command
 
     raise typer.Exit(code=dashboard_command(db, port, host, model=model))
 
@@ -269,7 +271,7 @@ def draft(
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (engine ray).")] = None,
 ) -> None:
     """Draft reports for new studies into the review store: each study exactly once, resumable after a crash."""
-    from pipelines.draft_commands import draft_command
+    from pipelines.drafting.job import draft_command
 
     try:
         summary = draft_command(model, source, db, workers, engine, lease_seconds, limit, True,
@@ -291,7 +293,7 @@ def export(
     resend: Annotated[bool, typer.Option(help="Send again what was already exported (same SR UIDs).")] = False,
 ) -> None:
     """Send signed reports back to the PACS as DICOM SR (and FHIR DiagnosticReport JSON)."""
-    from pipelines.draft_commands import export_command
+    from pipelines.export.reports import export_command
 
     try:
         summary = export_command(db, study, sink, fhir_out, include_unsigned, resend=resend, sr_out=sr_out)
@@ -307,7 +309,7 @@ def ask(
     study: Annotated[Path, typer.Option("--study", help="Folder with the study's DICOM files.")],
 ) -> None:
     """Ask the model a question about a study's images."""
-    from pipelines.draft_commands import ask_command
+    from pipelines.drafting.ask import ask_command
 
     try:
         answer = ask_command(model, study, question)
@@ -327,7 +329,7 @@ def export_dataset(
     """Export approved (signed) reports with their images, de-identified, as a fine-tuning dataset."""
     from datetime import datetime
 
-    from pipelines.export_dataset import export_approved_pairs
+    from pipelines.export.dataset import export_approved_pairs
     from pipelines.store import open_store
 
     try:

@@ -46,7 +46,7 @@ def _seed_studies(src: Path) -> None:
     """Four phantom studies with PHI in every header, plus three bad files that carry PHI."""
     import pydicom
 
-    from pipelines.phantoms import PhantomConfig, generate_phantoms
+    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
 
     generate_phantoms(src, n=4, seed=0, config=PhantomConfig(size=64), progress=False)
     files = sorted(src.rglob("*.dcm"))
@@ -77,8 +77,8 @@ def test_phi_never_leaves_the_input_files(tmp_path, monkeypatch, caplog, capsys)
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from pipelines.commands import train_command
-    from pipelines.ingest import QUARANTINE_DIR, STUDIES_FILE, run_ingest
+    from pipelines.intake.ingest import QUARANTINE_DIR, STUDIES_FILE, run_ingest
+    from pipelines.recipes.train import train_command
 
     monkeypatch.setenv("MEDVLM_VAR_DIR", str(tmp_path / "var"))  # nothing may fall back to ./var
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from medvlm.config import ModelConfig
-from pipelines.recipes.common import (
+from pipelines.training.common import (
     Runtime,
     StageResult,
     TrainConfig,
@@ -142,7 +142,7 @@ def run_contrastive(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime
     """
     import torch
 
-    from pipelines.transforms import build_train_transforms
+    from pipelines.training.transforms import build_train_transforms
 
     ccfg = cfg.contrastive
     texts = [r.report for r in dataset.records]

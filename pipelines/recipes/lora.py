@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.build import MedVLM
-from pipelines.recipes.common import ExampleBuilder, Runtime, StageResult, TrainConfig, run_loop, wrap_ddp
+from pipelines.training.common import ExampleBuilder, Runtime, StageResult, TrainConfig, run_loop, wrap_ddp
 
 
 def load_bundle(checkpoint: Path, rt: Runtime) -> MedVLM:
@@ -28,7 +28,7 @@ def load_bundle(checkpoint: Path, rt: Runtime) -> MedVLM:
 def run_lora(cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt: Runtime, tracker: Any) -> StageResult:
     """Run stage 2 on `bundle` in place (resuming from `stage_dir` state when there is one)."""
     from medvlm.build import freeze_for_stage
-    from pipelines.transforms import build_train_transforms
+    from pipelines.training.transforms import build_train_transforms
 
     freeze_for_stage(bundle.model, 2)
     params = [p for p in bundle.model.parameters() if p.requires_grad]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.build import LANGUAGE_MODEL_PATH, PROJECTOR_PATH, VISION_TOWER_PATH, MedVLM
-from pipelines.recipes.common import (
+from pipelines.training.common import (
     ExampleBuilder,
     ProjectorConfig,
     Runtime,
@@ -31,7 +31,7 @@ def tokenizer_texts(dataset: Any) -> list[str]:
     """Texts a from-scratch BPE is trained on: training reports plus question/answer wording."""
     import numpy as np
 
-    from pipelines.datasets import derive_qa_pairs
+    from pipelines.training.datasets import derive_qa_pairs
 
     texts = []
     rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def build_bundle(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime) -
     """
     from medvlm.build import build_model
     from medvlm.tokenizer import build_tokenizer
-    from pipelines.recipes.common import barrier
+    from pipelines.training.common import barrier
 
     tokenizer = None
     if cfg.model.init_from is None:
@@ -95,7 +95,7 @@ def run_projector(
     cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt: Runtime, tracker: Any
 ) -> StageResult:
     """Run stage 1 on `bundle` in place (resuming from `stage_dir` state when there is one)."""
-    from pipelines.transforms import build_train_transforms
+    from pipelines.training.transforms import build_train_transforms
 
     pcfg = cfg.projector
     params = set_trainable(bundle.model, pcfg)

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from compliance.audit import pseudonym_salt, pseudonymize
+from pipelines.errors import PipelineError
 
 DEFAULT_SQLITE_PATH = Path("var") / "medvlm.db"
 DATABASE_URL_ENV = "MEDVLM_DATABASE_URL"
@@ -34,7 +35,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _SQLITE_BUSY_TIMEOUT_MS = 30_000  # workers wait this long for the write lock before giving up
 
 
-class StoreError(RuntimeError):
+class StoreError(PipelineError, RuntimeError):
     """The store cannot be opened or migrated (bad URL, unsupported database)."""
 
 

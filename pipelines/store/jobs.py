@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
@@ -29,13 +29,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from compliance.audit import append_event
+from compliance.clock import as_utc
+from pipelines.errors import PipelineError
 from pipelines.store.db import Store
 from pipelines.store.models import DraftRecord, JobRecord, StudyRecord, utcnow
 
 _MAX_MESSAGE = 1000
 
 
-class JobError(RuntimeError):
+class JobError(PipelineError, RuntimeError):
     """A job operation cannot be done (unknown job id, bad arguments)."""
 
 
@@ -44,7 +46,7 @@ class LeaseLostError(JobError):
     the job is finished); its result is refused."""
 
 
-class QuarantineError(Exception):
+class QuarantineError(PipelineError):
     """Raised by a drafter for bad input: the study goes to quarantine instead of being retried.
 
     Args:
@@ -123,11 +125,6 @@ class WorkerStats:
     lost: int = 0
 
 
-def _utc(ts: datetime | None) -> datetime | None:
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
 
 def _to_job(rec: JobRecord) -> Job:
     return Job(
@@ -138,7 +135,7 @@ def _to_job(rec: JobRecord) -> Job:
         attempts=rec.attempts,
         max_attempts=rec.max_attempts,
         lease_owner=rec.lease_owner,
-        lease_expires_at=_utc(rec.lease_expires_at),
+        lease_expires_at=as_utc(rec.lease_expires_at),
     )
 
 
@@ -330,7 +327,7 @@ def claim(
     """
     if lease_seconds <= 0:
         raise JobError(f"lease_seconds must be > 0, got {lease_seconds}")
-    now = _utc(now) or utcnow()
+    now = as_utc(now) or utcnow()
     filters = _job_filters(model_version, prompt_hash)
     with store.transaction() as session:
         while True:

@@ -10,7 +10,7 @@ No column holds PHI beyond what a report store must hold (the study UID and repo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from compliance.audit import AUDIT_METADATA
+from compliance.clock import utcnow  # noqa: F401  (re-exported: column defaults and callers)
 
 JOB_STATES = ("queued", "leased", "done", "failed", "quarantined")
 VERSION_STATUSES = ("draft", "signed", "rejected")
@@ -41,10 +42,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware UTC (every timestamp in the store is UTC)."""
-    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):

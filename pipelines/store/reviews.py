@@ -14,12 +14,14 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from compliance.audit import append_event
+from compliance.clock import as_utc
+from pipelines.errors import PipelineError
 from pipelines.store.db import Store
 from pipelines.store.models import (
     DraftRecord,
@@ -35,7 +37,7 @@ from pipelines.store.models import (
 SIGNER_ROLE = "radiologist"
 
 
-class ReviewError(RuntimeError):
+class ReviewError(PipelineError, RuntimeError):
     """A review operation cannot be done (unknown version or draft, empty text)."""
 
 
@@ -111,13 +113,10 @@ def content_hash(findings: str, impression: str) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
 
 def _signoff_info(row: Signoff) -> SignoffInfo:
     return SignoffInfo(
-        row.id, row.version_id, row.signer, row.role, _utc(row.signed_at), row.meaning, row.bound_hash
+        row.id, row.version_id, row.signer, row.role, as_utc(row.signed_at), row.meaning, row.bound_hash
     )
 
 
@@ -142,7 +141,7 @@ def version_info(row: ReportVersion, signoff: Signoff | None = None) -> VersionI
         findings=row.findings,
         impression=row.impression,
         author=row.author,
-        created_at=_utc(row.created_at),
+        created_at=as_utc(row.created_at),
         parent_id=row.parent_id,
         content_hash=row.content_hash,
         status=row.status,

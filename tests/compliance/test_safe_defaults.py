@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.dashboard_cmd import dashboard_argv
+from pipelines.launch.dashboard import dashboard_argv
 
 
 def _flags(argv: list[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 
 from compliance.audit import read_events, verify_chain
 from dashboard.demo import seed_from_phantoms
-from pipelines.dashboard_cmd import dashboard_argv
+from pipelines.launch.dashboard import dashboard_argv
 from pipelines.store import open_store, reviews
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,7 +49,7 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 
 @pytest.fixture
 def server(tmp_path):
-    from pipelines.phantoms import generate_phantoms
+    from pipelines.phantoms.render import generate_phantoms
 
     phantoms = tmp_path / "phantoms"
     generate_phantoms(phantoms, n=3, seed=1, progress=False)

@@ -379,7 +379,7 @@ def test_model_info_says_plainly_when_mlflow_absent(tmp_path):
 
 
 def test_dashboard_command_argv_and_env(monkeypatch, capsys):
-    from pipelines import dashboard_cmd
+    from pipelines.launch import dashboard as dashboard_cmd
 
     argv = dashboard_cmd.dashboard_argv(8765)
     joined = " ".join(argv)

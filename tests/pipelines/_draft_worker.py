@@ -4,7 +4,7 @@ As a script it is a real drafting worker (the crash test SIGKILLs it):
 
     python tests/pipelines/_draft_worker.py URL CHECKPOINT WORKER_ID LEASE_S THROTTLE_S
 
-It loads the checkpoint once and drafts every queued job of that model with `pipelines.draft`'s
+It loads the checkpoint once and drafts every queued job of that model with `pipelines.drafting.job`'s
 worker loop (one job per batch, sleeping THROTTLE_S after each claim so crash points are
 reproducible), then exits.
 """
@@ -48,14 +48,14 @@ def build_tiny_checkpoint(out: Path, *, max_new_tokens: int = 12, image_size: in
 
 def make_phantoms(out: Path, n: int, seed: int = 0, size: int = 128) -> Path:
     """Write `n` phantom studies (frontal + lateral each) into `out`."""
-    from pipelines.phantoms import PhantomConfig, generate_phantoms
+    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
 
     generate_phantoms(out, n=n, seed=seed, progress=False, config=PhantomConfig(size=size))
     return out
 
 
 def main(url: str, checkpoint: str, worker_id: str, lease_s: float, throttle_s: float) -> None:
-    from pipelines.draft import DraftOptions, load_bundle, model_identity, worker_loop
+    from pipelines.drafting.job import DraftOptions, load_bundle, model_identity, worker_loop
     from pipelines.store import open_store
 
     options = DraftOptions(lease_seconds=lease_s, batch_size=1, throttle_s=throttle_s, poll_seconds=0.1)

@@ -1,0 +1,1 @@
+"""Getting studies in: folder ingest with quarantine, source strings, de-identification."""

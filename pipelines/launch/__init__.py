@@ -1,0 +1,1 @@
+"""Whole workflows a user starts: the demo and the dashboard server."""

@@ -1,0 +1,1 @@
+"""Synthetic phantom chest studies: rendering, DICOM writing, matching reports."""

@@ -1,0 +1,1 @@
+"""MLflow tracking, the model registry with its release gate, model cards."""

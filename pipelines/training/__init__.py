@@ -1,0 +1,1 @@
+"""The training library under the recipes: config, runtime, loop, datasets, transforms."""
