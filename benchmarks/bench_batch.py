@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO / "tests" / "pipelines"))
 
 from _draft_worker import build_tiny_checkpoint, make_phantoms  # noqa: E402
 
-from pipelines.drafting.job import DraftOptions, run_draft_job  # noqa: E402
+from pipelines.drafting.identity import DraftOptions  # noqa: E402
+from pipelines.drafting.job import run_draft_job  # noqa: E402
 from pipelines.intake.sources import parse_source  # noqa: E402
 
 

@@ -56,7 +56,7 @@ def main() -> None:
 
     import pydicom
 
-    from pipelines.intake.ingest import ingest_file
+    from dicom_io.gate import load_chest_image as ingest_file
 
     files = _files()
     chain = _monai_chain()

@@ -90,7 +90,7 @@ def _config(mode: str, vocab: int, hidden: int = 512) -> Any:
 
 def _corpus(rng: np.random.Generator, n_reports: int) -> tuple[list[tuple[str, str]], list[str]]:
     """Phantom-style reports and extra pseudo-words so the BPE reaches the requested vocabulary."""
-    from pipelines.phantoms.render import build_report, sample_spec
+    from pipelines.phantoms import build_report, sample_spec
 
     reports = [build_report(sample_spec(rng, (0.3, 0.5, 0.2)), rng) for _ in range(n_reports)]
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -116,7 +116,8 @@ def run_worker(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     from medvlm.processor import collate, encode_study, encode_training_example
     from medvlm.prompts import format_report
     from medvlm.tokenizer import build_tokenizer
-    from pipelines.training.common import OptimConfig, build_optimizer, clip_and_step
+    from pipelines.training.config import OptimConfig
+    from pipelines.training.optim import build_optimizer, clip_and_step
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)  # same seed in both workers: same tokenizer, same batches

@@ -114,13 +114,11 @@ def main() -> None:
             table_rows = {}
 
             def worklist() -> None:
-                with store.transaction() as s:
-                    table, total = logic.load_worklist(s, logic.WorklistFilters(review=()))
+                table, total = logic.load_worklist(store, logic.WorklistFilters(review=()))
                 table_rows["shown"], table_rows["total"] = len(table), total
 
             def worklist_by_confidence() -> None:  # worst case: every draft's JSON is decoded
-                with store.transaction() as s:
-                    logic.load_worklist(s, logic.WorklistFilters(review=(), sort_by="min_confidence",
+                logic.load_worklist(store, logic.WorklistFilters(review=(), sort_by="min_confidence",
                                                                  descending=False))
 
             baseline()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from dashboard import logic
+
+if TYPE_CHECKING:
+    from pipelines.store import Store
 
 SCRIPT_PROBE = ("<script>window['medvlm_xss']=1</script> <img src=x onerror=\"window['medvlm_img']=1\"> "
                 "**not bold** [link](javascript:alert(1)) :red[not red]")
@@ -36,13 +39,13 @@ def _sentences(findings: str, impression: str, rng: np.random.Generator) -> list
     return out
 
 
-def seed_from_phantoms(store: Any, phantom_dir: str | Path, *, seed: int = 0, limit: int | None = None,
+def seed_from_phantoms(store: Store, phantom_dir: str | Path, *, seed: int = 0, limit: int | None = None,
                        probe_first: bool = False, model_version: str = "medvlm/demo") -> list[str]:
     """Add each phantom study of ``phantom_dir/reports.jsonl`` with a drafted report.
 
     Args:
         store: an open review store.
-        phantom_dir: output folder of ``pipelines.phantoms.render.generate_phantoms``.
+        phantom_dir: output folder of ``pipelines.phantoms.generate_phantoms``.
         seed: seed of the confidence RNG.
         limit: at most this many studies.
         probe_first: put ``SCRIPT_PROBE`` as a sentence into the first study's findings and give

@@ -17,6 +17,9 @@ Rules, in order (the first that fails rejects with `NotAChestRadiograph`):
 PNG/JPEG images (`has_dicom_metadata=False`) have no header to check: only rule 4 applies and
 the caller is trusted to have put chest images in the folder.
 
+`load_chest_image(path)` reads one file, gates it before its pixels are decoded, then decodes and
+normalises it: the per-file step of ingest and of the drafting job's intake.
+
 Rejection messages name the rule and the offending keyword only (never free-text descriptions,
 which may contain PHI).
 """
@@ -26,12 +29,15 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dicom_io.errors import NotAChestRadiograph
-from dicom_io.study import ImageMeta
+from dicom_io.errors import NotAChestRadiograph, PixelDataError
+from dicom_io.reader import IMAGE_SUFFIXES, get_data, header_meta, read
+from dicom_io.study import ImageMeta, MissingUID
 
 if TYPE_CHECKING:
+    import numpy as np
     from pydicom.dataset import Dataset
 
 MODALITIES = ("CR", "DX")
@@ -115,3 +121,46 @@ def check_dataset(ds: Dataset, meta: ImageMeta) -> None:
         NotAChestRadiograph: see `check_chest_radiograph`.
     """
     check_chest_radiograph(meta, descriptions(ds))
+
+
+def load_chest_image(path: str | Path, *, window: str = "auto",
+                     size: int | None = None) -> tuple[np.ndarray, ImageMeta]:
+    """Read one file, gate it (chest CR/DX) before decoding, then decode and normalise it.
+
+    Unlike `dicom_io.reader.load_image`, a file that is not a chest radiograph is refused before its
+    (costly) pixel data is decoded, and a DICOM file must carry its Study, Series and SOP Instance UIDs.
+
+    Args:
+        path: a DICOM, PNG or JPEG file.
+        window: intensity rule (see `dicom_io.normalise`).
+        size: if given, also resize to (size, size), aspect kept by padding.
+
+    Returns:
+        (pixels, meta): (H, W) or (size, size) float32 in [0, 1], and its `ImageMeta`.
+
+    Raises:
+        DicomIOError: a subclass with the reason (unreadable, not a chest radiograph, missing UID ...).
+    """
+    p = Path(path)
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        from dicom_io.images import read_image
+
+        pixels, meta = read_image(p, window=window)
+        check_chest_radiograph(meta)
+    else:
+        ds = read(p)
+        if "PixelData" not in ds:
+            # Checked before the gate: a file cut short in its header would otherwise be misreported
+            # as "modality absent" instead of as the truncated file it is.
+            raise PixelDataError(p, "no pixel data (file truncated, or not an image object)",
+                                 "re-export the image from the PACS or modality")
+        check_dataset(ds, header_meta(ds, p))  # gate before the (costly) decode
+        pixels, meta = get_data(ds, window=window, path=p)
+        if not (meta.study_uid and meta.series_uid and meta.sop_uid):
+            raise MissingUID(p, "Study, Series or SOP Instance UID missing",
+                             "the sender must fill the UIDs; de-identification tools can generate them")
+    if size is not None:
+        from dicom_io.sitk_reader import resize
+
+        pixels = resize(pixels, int(size), keep_aspect=True)
+    return pixels, meta

@@ -167,7 +167,7 @@ def phantoms(
     size: Annotated[int, typer.Option("--size", min=64, help="Image side in pixels.")] = 512,
 ) -> None:
     """Render synthetic chest-radiograph phantom studies with matching reports (not patient data)."""
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     try:
         summary = generate_phantoms(out, n=n, seed=seed, progress=True, config=PhantomConfig(size=size))

@@ -46,7 +46,7 @@ def _seed_studies(src: Path) -> None:
     """Four phantom studies with PHI in every header, plus three bad files that carry PHI."""
     import pydicom
 
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     generate_phantoms(src, n=4, seed=0, config=PhantomConfig(size=64), progress=False)
     files = sorted(src.rglob("*.dcm"))

@@ -3,21 +3,25 @@ every Q&A is stored with the study."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from dashboard import logic
 
+if TYPE_CHECKING:
+    from medvlm.build import MedVLM
+
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
-def cached_bundle(model: str):  # noqa: ANN201 - medvlm MedVLM
+def cached_bundle(model: str) -> MedVLM:
     """The configured model, loaded once per process (the Study page's image retrieval shares it)."""
     return logic.load_model(model)
 
 
 def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     """Render the chat about the open study."""
-    with store.transaction() as session:
-        detail = logic.load_study(session, sess.study_uid)
+    detail = logic.load_study(store, sess.study_uid)
     st.header(f"Ask about study {logic.escape_markdown(detail.label)}")
     for qa in detail.questions:
         with st.chat_message("user"):

@@ -14,8 +14,7 @@ def _info(model_version: str) -> logic.ModelInfo:
 
 def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     """Render the model information of the open study's draft."""
-    with store.transaction() as session:
-        detail = logic.load_study(session, sess.study_uid)
+    detail = logic.load_study(store, sess.study_uid)
     st.header("Model")
     version = detail.draft.model_version if detail.draft is not None else ""
     st.markdown(f"This study was drafted by model **{logic.escape_markdown(version or 'none')}**.")

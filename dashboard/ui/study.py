@@ -8,7 +8,6 @@ import streamlit as st
 
 from dashboard import logic, viewer
 from dashboard.ui.ask import cached_bundle
-from pipelines.store import reviews
 
 _LEGEND = (":orange-background[orange]: low model confidence (below "
            f"{logic.LOW_CONFIDENCE:.0%}) · :red-background[⚑ red]: part of a consistency flag (listed below)")
@@ -81,8 +80,7 @@ def _similar_by_image(store, detail: logic.StudyDetail, model: str) -> list[logi
     if frontal is None:
         st.caption("This study has no frontal image, so prior cases are ranked by shared findings instead.")
         return None
-    with store.transaction() as session:
-        candidates = logic.signed_case_candidates(session)
+    candidates = logic.signed_case_candidates(store)
     if not any(c.study_uid != detail.study_uid for c in candidates):
         st.caption("No other study has a signed report yet, so there is nothing to compare by image.")
         return []
@@ -121,8 +119,7 @@ def _similar(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
             return
         st.caption("Ranked by shared findings labels (CheXpert-style labeller on the report text)"
                    + (", because no model is configured (MEDVLM_MODEL)." if model is None else "."))
-        with store.transaction() as session:
-            cases = logic.similar_cases(session, detail.study_uid, f"{draft.findings} {draft.impression}")
+        cases = logic.similar_cases(store, detail.study_uid, f"{draft.findings} {draft.impression}")
         if not cases:
             st.caption("No signed report shares findings with this draft.")
         for case in cases:
@@ -193,16 +190,15 @@ def _actions(store, sess: logic.DashboardSession, user, detail: logic.StudyDetai
             v = logic.reject(store, user, detail.study_uid, reason, expected_version=latest.version)
             sess.notice = f"Rejected version {v.version}."
             st.rerun()
-    except reviews.ReviewError as exc:
+    except logic.ReviewError as exc:
         st.error(str(exc))
 
 
 def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     """Render the open study."""
     try:
-        with store.transaction() as session:
-            detail = logic.load_study(session, sess.study_uid)
-    except reviews.ReviewError as exc:
+        detail = logic.load_study(store, sess.study_uid)
+    except logic.ReviewError as exc:
         st.error(str(exc))
         return
     st.header(f"Study {logic.escape_markdown(detail.label)}")

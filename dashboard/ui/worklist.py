@@ -5,9 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import logic
-from pipelines.store.models import STUDY_STATUSES
 
-REVIEW_STATES = ("unreviewed", "draft", "signed", "rejected")
 _SORT_LABELS = {"priority": "Priority", "received_at": "Received", "flags": "Flags",
                 "min_confidence": "Lowest confidence", "status": "Status"}
 
@@ -21,11 +19,11 @@ def _open(store, sess: logic.DashboardSession, user, study_uid: str) -> None:  #
 
 def _filters() -> logic.WorklistFilters:
     c1, c2, c3, c4, c5 = st.columns([2, 2, 2, 1.2, 1.6])
-    statuses = c1.multiselect("Study status", STUDY_STATUSES, key="wl_status")
-    review = c2.multiselect("Report", REVIEW_STATES, default=["unreviewed", "draft"], key="wl_review")
+    statuses = c1.multiselect("Study status", logic.STUDY_STATUSES, key="wl_status")
+    review = c2.multiselect("Report", logic.REVIEW_STATES, default=["unreviewed", "draft"], key="wl_review")
     dates = c3.date_input("Received between", value=(), key="wl_dates")
     min_priority = c4.number_input("Min. priority", value=0, step=1, key="wl_priority")
-    flagged = c5.selectbox("Consistency flags", ("any", "flagged", "clean"), key="wl_flags")
+    flagged = c5.selectbox("Consistency flags", logic.FLAGGED_CHOICES, key="wl_flags")
     s1, s2, _ = st.columns([2, 1, 5])
     sort_by = s1.selectbox("Sort by", logic.SORT_COLUMNS, format_func=_SORT_LABELS.get, key="wl_sort")
     descending = s2.toggle("Descending", value=True, key="wl_desc")
@@ -40,15 +38,13 @@ def _filters() -> logic.WorklistFilters:
 def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     """Render the worklist."""
     st.header("Worklist")
-    with store.transaction() as session:
-        counts = logic.worklist_counts(session)
+    counts = logic.worklist_counts(store)
     cols = st.columns(5)
     for col, (label, key) in zip(cols, [("To read", "drafted"), ("Signed", "signed"), ("Queued", "queued"),
                                          ("Quarantined", "quarantined"), ("Failed", "failed")], strict=True):
         col.metric(label, counts.get(key, 0))
     sess.filters = _filters()
-    with store.transaction() as session:
-        table, total = logic.load_worklist(session, sess.filters)
+    table, total = logic.load_worklist(store, sess.filters)
     shown = len(table)
     st.caption(f"{total} studies match; showing {shown}. Click a row to open the study.")
     if shown:

@@ -1,15 +1,21 @@
 """`medvlm ask`: answer a question about one study folder (frontal + lateral) with the model.
 
-The study's files go through the same gate as the drafting job (`pipelines.drafting.job.prepare_study`),
-so an unusable study is refused with its reason code instead of being answered.
+The study's files go through the same gate as the drafting job
+(`pipelines.drafting.intake.prepare_study`), so an unusable study is refused with its reason code
+instead of being answered.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipelines.errors import PipelineError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medvlm.generate import Answer
 
 
 class AskError(PipelineError, ValueError):
@@ -17,7 +23,7 @@ class AskError(PipelineError, ValueError):
 
 
 def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "auto",
-                      max_views: int | None = None) -> list[Any]:
+                      max_views: int | None = None) -> list[np.ndarray]:
     """The model inputs of the one study in a folder: frontal first, then lateral.
 
     Args:
@@ -32,7 +38,7 @@ def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "
         AskError: no files, more than one study, or no usable frontal image (reason code given).
     """
     from dicom_io.sources import FolderSource
-    from pipelines.drafting.job import load_study_input, prepare_study
+    from pipelines.drafting.intake import load_study_input, prepare_study
 
     studies = list(FolderSource(study_dir).studies())
     dicom = [s for s in studies if not s.study_key.startswith("file-")]
@@ -47,7 +53,7 @@ def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "
 
 
 def ask_study(model: str | Path, study_dir: str | Path, question: str,
-              history: list[tuple[str, str]] | None = None) -> Any:
+              history: list[tuple[str, str]] | None = None) -> Answer:
     """Answer `question` about the study in `study_dir`.
 
     Args:
@@ -62,18 +68,17 @@ def ask_study(model: str | Path, study_dir: str | Path, question: str,
     Raises:
         AskError: empty question or unusable study.
     """
-    from medvlm.checkpoint import load_checkpoint
     from medvlm.generate import answer_question
-    from pipelines.tracking.registry import resolve_model_uri
+    from pipelines.tracking.registry import load_model
 
     if not question.strip():
         raise AskError("the question is empty")
-    bundle = load_checkpoint(resolve_model_uri(model), merge=True)
+    bundle = load_model(model, merge=True)
     images = load_study_images(study_dir, bundle.config.image_size, max_views=bundle.config.max_views)
     return answer_question(bundle, images, question, history)
 
 
-def format_answer(answer: Any) -> str:
+def format_answer(answer: Answer) -> str:
     """``<answer> (confidence 0.83)``; an empty answer is shown as ``(no answer)``."""
     return f"{answer.text or '(no answer)'} (confidence {answer.confidence:.2f})"
 

@@ -4,8 +4,10 @@ Intake (gate and queue) runs in the driver as for the local engine; then a Ray D
 ``pending`` slots is mapped with `map_batches` over an actor pool (`DraftActor`, one model per
 actor, loaded once). An actor does not receive jobs from Ray: for each batch of slots it claims up
 to that many jobs from the review store with a lease and drafts them through the same functions as
-a local worker (`pipelines.drafting.job.draft_jobs`), so the store's claim/complete protocol keeps every
-study drafted exactly once even when Ray retries a task or an actor dies.
+a local worker (`pipelines.drafting.worker.claim_batch` and `draft_jobs` with a `ModelDrafter`), so the
+store's claim/complete protocol keeps every study drafted exactly once even when Ray retries a task
+or an actor dies. `RayEngine` is the `pipelines.drafting.engines.Engine` that runs it; only
+`engines.build_engine` imports this module.
 
 Local cluster settings (FACTS.md): ``ray.init(num_cpus=2, include_dashboard=False,
 object_store_memory=100 MiB)`` with ``RAY_USAGE_STATS_ENABLED=0``, ``RAY_AUTH_MODE=disabled`` and
@@ -18,10 +20,20 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.drafting.job import DraftOptions, ModelIdentity, ProgressFn, pending_for
+from pipelines.drafting.identity import DraftOptions, ModelIdentity
+from pipelines.drafting.worker import (
+    ModelDrafter,
+    ProgressFn,
+    claim_batch,
+    draft_jobs,
+    load_bundle,
+    pending_for,
+)
+from pipelines.store import Store, open_store
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -55,30 +67,19 @@ class DraftActor:
 
     def __init__(self, url: str, audit_key: bytes, ident: ModelIdentity, options: DraftOptions,
                  threads: int = 1) -> None:
-        from pipelines.drafting.job import generation_settings, load_bundle
-        from pipelines.store import open_store
-
         self.ident, self.options = ident, options
-        self.bundle = load_bundle(ident, threads)
-        self.settings = generation_settings(self.bundle.config, options)
         self.store = open_store(url, migrate=False, audit_key=audit_key)
+        self.drafter = ModelDrafter(self.store, load_bundle(ident, threads), ident, options)
         self.worker_id = f"ray-{os.uname().nodename}-{os.getpid()}"
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Claim up to ``len(batch["id"])`` jobs, draft them, return one row per job outcome."""
         import numpy as np
 
-        from pipelines.drafting.job import claim_matching, draft_jobs
-
-        jobs = []
-        for _ in range(len(batch["id"])):
-            job = claim_matching(self.store, self.worker_id, self.options.lease_seconds, self.ident)
-            if job is None:
-                break
-            jobs.append(job)
+        jobs = claim_batch(self.store, self.ident, self.worker_id, self.options, size=len(batch["id"]))
         rows: list[tuple[str, str, str]] = []
         if jobs:
-            draft_jobs(self.store, self.bundle, self.ident, jobs, self.worker_id, self.options, self.settings,
+            draft_jobs(self.store, self.drafter, self.ident, jobs, self.worker_id, self.options,
                        on_job=lambda pseudo, outcome, detail: rows.append((pseudo, outcome, detail)))
         return {key: np.array([r[i] for r in rows], dtype=object)
                 for i, key in enumerate(("pseudo", "outcome", "detail"))}
@@ -103,8 +104,6 @@ def run_ray_workers(url: str, audit_key: bytes, ident: ModelIdentity, options: D
         Outcome counts (``done``, ``quarantined``, ``failed``, ``requeued``, ``lost``).
     """
     import ray
-
-    from pipelines.store import open_store
 
     cluster = cluster or RayClusterConfig()
     address = address or cluster.address
@@ -145,3 +144,30 @@ def run_ray_workers(url: str, audit_key: bytes, ident: ModelIdentity, options: D
         if started_here:
             ray.shutdown()
     return counts
+
+
+class RayEngine:
+    """The `pipelines.drafting.engines.Engine` of ``--engine ray``: intake, then `run_ray_workers`.
+
+    Args:
+        store: the open store (its URL must be reachable from every node).
+        ident: model identity.
+        options: run options.
+        workers: actors in the pool.
+        address: cluster address (None = a local cluster).
+    """
+
+    name = "ray"
+
+    def __init__(self, store: Store, ident: ModelIdentity, options: DraftOptions, workers: int, *,
+                 address: str | None = None) -> None:
+        self.store, self.ident, self.options, self.workers, self.address = store, ident, options, workers, address
+
+    def run(self, intake: Callable[[Callable[[], None]], None], on_job: ProgressFn) -> list[str]:
+        """See `pipelines.drafting.engines.Engine.run`; drafting starts once intake is done."""
+        intake(lambda: None)
+        if pending_for(self.store, self.ident) > 0:
+            url = self.store.engine.url.render_as_string(hide_password=False)
+            run_ray_workers(url, self.store.audit_key, self.ident, self.options, self.workers,
+                            address=self.address, on_job=on_job)
+        return []

@@ -18,7 +18,11 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medvlm.build import MedVLM
+    from pipelines.training.datasets import StudyDataset
 
 SUMMARY_COLUMNS = (
     "clinical_macro_f1",
@@ -166,13 +170,13 @@ class Evaluation:
         return "\n".join(lines)
 
 
-def _embeddings(bundle: Any, dataset: Any, batch_size: int = 32) -> Any:
+def _embeddings(bundle: MedVLM, dataset: StudyDataset, batch_size: int = 32) -> Any:
     """(N, D) pooled, unit image embeddings of each study's frontal view, from the bundle's tower."""
     import numpy as np
     import torch
 
     from medvlm.retrieval import image_embeddings
-    from pipelines.recipes.contrastive import pixel_values
+    from pipelines.training.examples import pixel_values
 
     device = next(bundle.llava.parameters()).device
     out = []
@@ -185,7 +189,7 @@ def _embeddings(bundle: Any, dataset: Any, batch_size: int = 32) -> Any:
 
 
 def evaluate_bundle(
-    bundle: Any,
+    bundle: MedVLM,
     data_dir: str | Path,
     *,
     split: str = "val,test",
@@ -267,10 +271,9 @@ def evaluate_checkpoint(
     tracking_uri: str | None = None,
 ) -> Evaluation:
     """Resolve `model` (checkpoint folder or `models:/` URI), evaluate it and write eval.json/eval.md."""
-    from medvlm.checkpoint import load_checkpoint
-    from pipelines.tracking.registry import resolve_model_uri
+    from pipelines.tracking.registry import load_model
 
-    bundle = load_checkpoint(resolve_model_uri(model, tracking_uri=tracking_uri))
+    bundle = load_model(model, tracking_uri=tracking_uri)
     evaluation = evaluate_bundle(
         bundle, data_dir, split=split, cache_dir=cache_dir, max_studies=max_studies, batch_size=batch_size
     )

@@ -25,54 +25,43 @@ a signed version into one training example, in the phantom layout that
   export wrote that are no longer part of the set are removed (only those listed in its manifest).
 * One audit event (`dataset.export`) is appended per export in a store transaction; its details
   are counts, the recipe version and the dataset hash only.
+
+One study's images and text are handled in `pipelines.export.dataset_study`; the output folder
+(file names, manifest check, idempotent writes) in `pipelines.export.dataset_folder`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
-import re
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compliance.clock import as_utc
-from pipelines.errors import PipelineError
-
-REPORTS_FILE = "reports.jsonl"
-MANIFEST_FILE = "manifest.json"
-FORMAT = "medvlm-export/1"
-REDACTED = "[REDACTED]"
-DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1)
-"""Train and val fractions of the hash-based split; the rest is test."""
-
-# Header attributes whose values must never appear in an exported report text.
-_IDENTIFYING_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "OtherPatientIDs",
-    "OtherPatientNames",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-    "PerformingPhysicianName",
-    "NameOfPhysiciansReadingStudy",
-    "OperatorsName",
-    "InstitutionName",
-    "InstitutionAddress",
-    "StudyID",
+from pipelines.export.dataset_folder import (
+    FORMAT,
+    MANIFEST_FILE,
+    REPORTS_FILE,
+    DatasetExportError,
+    previous_files,
+    remove_stale,
+    write_if_changed,
 )
-_MIN_TOKEN = 3  # shorter name parts ("J", "MD") would redact ordinary words
+from pipelines.export.dataset_study import (
+    DEFAULT_SPLIT_FRACTIONS,
+    REDACTED,
+    StudySkipped,
+    export_study,
+    redact,
+    source_views,
+    split_for,
+)
 
-
-class DatasetExportError(PipelineError, RuntimeError):
-    """The export cannot be done (the output folder holds something else, bad fractions)."""
+if TYPE_CHECKING:
+    from pipelines.store import Store
 
 
 @dataclass(frozen=True)
@@ -120,20 +109,8 @@ class ExportSummary:
         }
 
 
-@dataclass(frozen=True)
-class _Approved:
-    """A signed version joined with its study (store side: holds the original UID)."""
-
-    study_uid: str
-    source: str
-    metadata: dict[str, Any]
-    version: int
-    findings: str
-    impression: str
-
-
 def export_approved_pairs(
-    store: Any,
+    store: Store,
     out_dir: str | Path,
     *,
     key_file: str | Path | None = None,
@@ -164,23 +141,24 @@ def export_approved_pairs(
     """
     from compliance.deid_recipe import load_recipe
     from dicom_io.deid import load_key
+    from pipelines.store.exports import approved_reports
 
     if len(split_fractions) != 2 or min(split_fractions) < 0 or sum(split_fractions) > 1:
         raise DatasetExportError(f"split_fractions must be two fractions >= 0 summing to <= 1, got {split_fractions}")
     parsed_recipe = load_recipe(recipe)
     key = load_key(Path(key_file) if key_file is not None else None)
     out = Path(out_dir)
-    previous = _previous_files(out)
+    previous = previous_files(out)
     out.mkdir(parents=True, exist_ok=True)
 
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     written: list[str] = []
     redacted = 0
-    for item in _approved(store, since):
+    for item in approved_reports(store, since):
         try:
-            record, files, was_redacted = _export_study(item, out, parsed_recipe, key, split_fractions)
-        except _Skip as skip:
+            record, files, was_redacted = export_study(item, out, parsed_recipe, key, split_fractions)
+        except StudySkipped as skip:
             skipped.append({"study": store.pseudonym(item.study_uid), "code": skip.code})
             continue
         records.append(record)
@@ -190,7 +168,7 @@ def export_approved_pairs(
     skipped.sort(key=lambda s: (s["code"], s["study"]))
 
     reports = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode("utf-8")
-    _write_if_changed(out / REPORTS_FILE, reports)
+    write_if_changed(out / REPORTS_FILE, reports)
     splits = dict(sorted(Counter(r["split"] for r in records).items()))
     manifest = {
         "format": FORMAT,
@@ -208,8 +186,8 @@ def export_approved_pairs(
         "files": sorted(written),
     }
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    _write_if_changed(out / MANIFEST_FILE, manifest_bytes)
-    removed = _remove_stale(out, previous - set(written))
+    write_if_changed(out / MANIFEST_FILE, manifest_bytes)
+    removed = remove_stale(out, previous - set(written))
     dataset_hash = hashlib.sha256(manifest_bytes).hexdigest()
 
     from compliance.audit import append_event
@@ -244,212 +222,16 @@ def export_approved_pairs(
     )
 
 
-# ---- store side ---------------------------------------------------------------------------------
-
-
-
-def _approved(store: Any, since: datetime | None) -> list[_Approved]:
-    """The latest signed version of each study (signed at/after `since`), in study-UID order."""
-    from sqlalchemy import select
-
-    from pipelines.store.models import ReportVersion, Signoff, StudyRecord
-
-    stmt = (
-        select(ReportVersion, Signoff.signed_at, StudyRecord.source, StudyRecord.metadata_json)
-        .join(Signoff, Signoff.version_id == ReportVersion.id)
-        .join(StudyRecord, StudyRecord.study_uid == ReportVersion.study_uid)
-        .where(ReportVersion.status == "signed")
-        .order_by(ReportVersion.study_uid, ReportVersion.version)
-    )
-    latest: dict[str, _Approved] = {}
-    with store.transaction() as session:
-        for row, signed_at, source, metadata in session.execute(stmt):
-            if since is not None and as_utc(signed_at) < as_utc(since):
-                continue
-            latest[row.study_uid] = _Approved(  # ordered by version: the last one wins
-                row.study_uid, source, dict(metadata or {}), row.version, row.findings, row.impression
-            )
-    return [latest[uid] for uid in sorted(latest)]
-
-
-def source_views(source: str, metadata: dict[str, Any]) -> list[tuple[Path, str]]:
-    """(path, view) of a study's source images from its store metadata.
-
-    Understands the two shapes the project writes: intake's (`pipelines.drafting.job.prepare_study`:
-    absolute `files` with `views` alongside, `inputs` as a fallback) and the dashboard demo's
-    (`images`: `{path, view}` relative to the study's `source` folder).
-    """
-    files = list(metadata.get("files") or [])
-    if files:
-        views = list(metadata.get("views") or [])
-        return [(Path(p), str(views[i]) if i < len(views) else "") for i, p in enumerate(files)]
-    images = metadata.get("images") or []
-    if images:
-        root = Path(source)
-        out = []
-        for image in images:
-            path = Path(image["path"])
-            out.append((path if path.is_absolute() else root / path, str(image.get("view") or "")))
-        return out
-    return [(Path(p), "") for p in metadata.get("inputs") or []]
-
-
-# ---- one study ------------------------------------------------------------------------------------
-
-
-class _Skip(Exception):
-    """A signed study that cannot be exported; `code` is a PHI-free reason."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-def _export_study(
-    item: _Approved, out: Path, recipe: Any, key: bytes, fractions: tuple[float, float]
-) -> tuple[dict[str, Any], list[str], bool]:
-    """De-identify one study's images into `out`; returns its record, written files, and whether
-    the report text needed redaction."""
-    import pydicom
-
-    from dicom_io.deid import deidentify, remap_uid
-    from medvlm import labeler
-
-    sources = [(p, v) for p, v in source_views(item.source, item.metadata) if p.is_file()]
-    if not sources:
-        raise _Skip("no_source_files")
-    new_study = remap_uid(item.study_uid, key)
-    identifiers: set[str] = set()
-    views: list[dict[str, str]] = []
-    files: list[str] = []
-    review = unreadable = 0
-    for path, view in sorted(sources, key=lambda pv: str(pv[0])):
-        try:
-            ds = pydicom.dcmread(path)
-            identifiers |= _identifiers(ds, item.study_uid)
-            result = deidentify(ds, recipe, key, path=path)
-        except Exception:  # noqa: BLE001 - untrusted input; the message could quote header values
-            unreadable += 1
-            continue
-        if result.needs_pixel_review:
-            review += 1
-            continue
-        new = result.dataset
-        rel = f"{new_study}/{new.SOPInstanceUID}.dcm"
-        if rel in files:
-            continue  # the same instance twice in the metadata
-        buffer = io.BytesIO()
-        new.save_as(buffer, enforce_file_format=True)  # pixel bytes as read: no re-encoding
-        _write_if_changed(out / rel, buffer.getvalue())
-        files.append(rel)
-        views.append({"path": rel, "view": (view or str(new.get("ViewPosition", "") or "")).upper()})
-    if not files:
-        raise _Skip("needs_pixel_review" if review else "unreadable")
-    findings, n1 = redact(item.findings, identifiers)
-    impression, n2 = redact(item.impression, identifiers)
-    labels = labeler.labels_as_strings(labeler.label_record({"findings": findings, "impression": impression}))
-    record = {
-        "study_uid": new_study,
-        "findings": findings,
-        "impression": impression,
-        "indication": "",
-        "labels": labels,
-        "split": split_for(new_study, fractions),
-        "views": views,
-        "report_version": item.version,
-        "deid_recipe_version": recipe.version,
-    }
-    return record, files, bool(n1 or n2)
-
-
-def _identifiers(ds: Any, study_uid: str) -> set[str]:
-    """Identifying strings of a source dataset (and the store's study UID) for text redaction."""
-    from pydicom.multival import MultiValue
-
-    found = {study_uid}
-    for keyword in _IDENTIFYING_KEYWORDS:
-        value = ds.get(keyword)
-        if value is None or value == "":
-            continue
-        for v in value if isinstance(value, MultiValue | list | tuple) else [value]:
-            text = str(v)
-            found.add(text)
-            found.update(re.split(r"[\^=\s,]+", text))  # name components: family, given, middle, ...
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        if keyword in ds:
-            found.add(str(ds.get(keyword)))
-    return {t.strip() for t in found if len(t.strip()) >= _MIN_TOKEN}
-
-
-def redact(text: str, identifiers: Iterable[str]) -> tuple[str, int]:
-    """Replace whole-word, case-insensitive occurrences of `identifiers` in `text` by `[REDACTED]`.
-
-    Args:
-        text: report text.
-        identifiers: strings to remove (longest matched first).
-
-    Returns:
-        (redacted text, number of replacements).
-    """
-    words = sorted({i for i in identifiers if i}, key=len, reverse=True)
-    if not words or not text:
-        return text, 0
-    pattern = re.compile(r"(?<![\w.])(?:" + "|".join(re.escape(w) for w in words) + r")(?![\w]|\.\d)", re.IGNORECASE)
-    return pattern.subn(REDACTED, text)
-
-
-def split_for(study_uid: str, fractions: tuple[float, float] = DEFAULT_SPLIT_FRACTIONS) -> str:
-    """train / val / test from a hash of the (de-identified) study UID: stable for a study."""
-    digest = hashlib.sha256(f"medvlm-export-split:{study_uid}".encode()).digest()
-    x = int.from_bytes(digest[:8], "big") / 2.0**64
-    if x < fractions[0]:
-        return "train"
-    return "val" if x < fractions[0] + fractions[1] else "test"
-
-
-# ---- files ----------------------------------------------------------------------------------------
-
-
-def _previous_files(out: Path) -> set[str]:
-    """Files listed by an earlier export's manifest; refuses a non-empty folder without one."""
-    if not out.exists():
-        return set()
-    if not out.is_dir():
-        raise DatasetExportError(f"{out}: not a folder")
-    manifest = out / MANIFEST_FILE
-    if not manifest.is_file():
-        if any(out.iterdir()):
-            raise DatasetExportError(f"{out}: folder is not empty and holds no earlier export; choose an empty folder")
-        return set()
-    try:
-        data = json.loads(manifest.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise DatasetExportError(f"{manifest}: unreadable manifest ({type(exc).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise DatasetExportError(f"{manifest}: not a medvlm dataset export; choose an empty folder")
-    return {str(f) for f in data.get("files", []) if isinstance(f, str)}
-
-
-def _remove_stale(out: Path, stale: set[str]) -> int:
-    """Remove files of an earlier export no longer in the set (and folders left empty)."""
-    removed = 0
-    root = out.resolve()
-    for rel in sorted(stale):
-        path = (out / rel).resolve()
-        if not path.is_relative_to(root) or not path.is_file():
-            continue  # a manifest never names a file outside the export
-        path.unlink()
-        removed += 1
-        if path.parent != root and not any(path.parent.iterdir()):
-            path.parent.rmdir()
-    return removed
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    """Write atomically, and only when the content differs (re-exports leave files untouched)."""
-    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+__all__ = [
+    "DEFAULT_SPLIT_FRACTIONS",
+    "FORMAT",
+    "MANIFEST_FILE",
+    "REDACTED",
+    "REPORTS_FILE",
+    "DatasetExportError",
+    "ExportSummary",
+    "export_approved_pairs",
+    "redact",
+    "source_views",
+    "split_for",
+]

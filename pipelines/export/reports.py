@@ -106,21 +106,16 @@ def sr_version_hash(study_uid: str, version: int, content_hash: str, verified: b
 
 def _candidates(store: Store, study_uid: str | None, include_unsigned: bool) -> list[Any]:
     """(VersionInfo) to export: every signed version; with include_unsigned, latest unsigned drafts."""
-    from sqlalchemy import select
-
-    from pipelines.store.models import ReportVersion, StudyRecord
+    from pipelines.store.exports import studies_with_versions
     from pipelines.store.reviews import list_versions
+    from pipelines.store.studies import has_study
 
-    with store.transaction() as session:
-        if study_uid is not None:
-            if session.scalar(select(StudyRecord.id).where(StudyRecord.study_uid == study_uid)) is None:
-                raise ExportError("no such study in the store (check --study)")
-            uids = [study_uid]
-        else:
-            stmt = select(ReportVersion.study_uid).distinct()
-            if not include_unsigned:
-                stmt = stmt.where(ReportVersion.status == "signed")
-            uids = sorted(session.scalars(stmt).all())
+    if study_uid is not None:
+        if not has_study(store, study_uid):
+            raise ExportError("no such study in the store (check --study)")
+        uids = [study_uid]
+    else:
+        uids = studies_with_versions(store, signed_only=not include_unsigned)
     out = []
     for uid in uids:
         versions = list_versions(store, uid)
@@ -147,7 +142,7 @@ def _record(store: Store, actor: str, version_id: int, outcome: str, details: di
 
 
 def _source_files(store: Store, study_uid: str) -> list[Path]:
-    from pipelines.store.jobs import get_study_metadata
+    from pipelines.store.studies import get_study_metadata
 
     files = [Path(p) for p in get_study_metadata(store, study_uid).get("files") or []]
     return [p for p in files if p.is_file()]
@@ -249,7 +244,7 @@ def export_reports(store: Store, *, sink: Sink, study_uid: str | None = None, fh
     return ExportSummary(exported, skipped, failed, fhir_files, sr_files)
 
 
-class _Missing(Exception):
+class _Missing(PipelineError):
     """The study's source files are gone: an SR without the patient's identity cannot be filed."""
 
 

@@ -1,8 +1,8 @@
 """`medvlm ingest`: a folder of DICOM (and PNG/JPEG) files → studies.jsonl + quarantine/.
 
-Each file is read, gated (chest CR/DX, `dicom_io.gate`) before its pixels are decoded, then
-decoded and normalised (which proves the pixels are usable). Nothing stops the run: a file that
-fails gets one JSON record in ``quarantine/<name>.json`` (code, error, detail, hint, path) and a
+Each file is read, gated (chest CR/DX) before its pixels are decoded, then decoded and normalised
+(which proves the pixels are usable): `dicom_io.gate.load_chest_image`. Nothing stops the run: a
+file that fails gets one JSON record in ``quarantine/<name>.json`` (code, error, detail, hint, path) and a
 hard link (or copy) in ``quarantine/files/``; ``<name>`` is a hash of its path relative to SRC,
 so a re-run overwrites instead of duplicating, and records of files that now pass are removed.
 
@@ -24,16 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from dicom_io.errors import DicomIOError, PixelDataError
-from dicom_io.gate import check_chest_radiograph, check_dataset
+from dicom_io.errors import DicomIOError
+from dicom_io.gate import load_chest_image
 from dicom_io.normalise import WINDOWS
-from dicom_io.reader import IMAGE_SUFFIXES, get_data, header_meta, read
-from dicom_io.study import DuplicateInstance, ImageMeta, MissingUID, group_studies
+from dicom_io.study import DuplicateInstance, ImageMeta, group_studies
+from pipelines.errors import PipelineError
 
 STUDIES_FILE = "studies.jsonl"
 QUARANTINE_DIR = "quarantine"
+
+
+class IngestError(PipelineError, ValueError):
+    """Bad ingest arguments (unknown intensity window)."""
 
 
 @dataclass(frozen=True)
@@ -55,45 +57,6 @@ class IngestSummary:
         """JSON-ready counts."""
         return {"files_seen": self.files_seen, "images_accepted": self.images_accepted, "studies": self.studies,
                 "quarantined": self.quarantined, "by_reason": dict(sorted(self.by_reason.items()))}
-
-
-def ingest_file(path: str | Path, *, window: str = "auto", size: int | None = None) -> tuple[np.ndarray, ImageMeta]:
-    """Read, gate, decode and normalise one file (the per-file work of `run_ingest`).
-
-    Args:
-        path: a DICOM, PNG or JPEG file.
-        window: intensity rule (see `dicom_io.normalise`).
-        size: if given, also resize to (size, size), aspect kept by padding.
-
-    Returns:
-        (pixels, meta): (H, W) or (size, size) float32 in [0, 1], and its `ImageMeta`.
-
-    Raises:
-        DicomIOError: a subclass with the reason (unreadable, not a chest radiograph, missing UID ...).
-    """
-    p = Path(path)
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        from dicom_io.images import read_image
-
-        pixels, meta = read_image(p, window=window)
-        check_chest_radiograph(meta)
-    else:
-        ds = read(p)
-        if "PixelData" not in ds:
-            # Checked before the gate: a file cut short in its header would otherwise be misreported
-            # as "modality absent" instead of as the truncated file it is.
-            raise PixelDataError(p, "no pixel data (file truncated, or not an image object)",
-                                 "re-export the image from the PACS or modality")
-        check_dataset(ds, header_meta(ds, p))  # gate before the (costly) decode
-        pixels, meta = get_data(ds, window=window, path=p)
-        if not (meta.study_uid and meta.series_uid and meta.sop_uid):
-            raise MissingUID(p, "Study, Series or SOP Instance UID missing",
-                             "the sender must fill the UIDs; de-identification tools can generate them")
-    if size is not None:
-        from dicom_io.sitk_reader import resize
-
-        pixels = resize(pixels, int(size), keep_aspect=True)
-    return pixels, meta
 
 
 def _walk(src: Path, out: Path) -> list[Path]:
@@ -174,7 +137,7 @@ def run_ingest(src: Path, out: Path, *, window: str = "auto", progress: bool = T
 
     Raises:
         FileNotFoundError: `src` does not exist.
-        ValueError: unknown `window`.
+        IngestError: unknown `window`.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -183,7 +146,7 @@ def run_ingest(src: Path, out: Path, *, window: str = "auto", progress: bool = T
     if not src.exists():
         raise FileNotFoundError(f"{src}: source folder not found")
     if window not in WINDOWS:
-        raise ValueError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
+        raise IngestError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
     root = src.resolve() if src.is_dir() else src.resolve().parent
     files = _walk(src, out)
     quarantine = out / QUARANTINE_DIR
@@ -198,7 +161,7 @@ def run_ingest(src: Path, out: Path, *, window: str = "auto", progress: bool = T
         for path in files:
             relative = _relative(path, root)
             try:
-                _, meta = ingest_file(path, window=window)
+                _, meta = load_chest_image(path, window=window)
                 if meta.sop_uid in accepted:
                     raise DuplicateInstance(path, f"same SOP Instance UID as {kept_from[meta.sop_uid]}, which was kept",
                                             "remove one of the two files")

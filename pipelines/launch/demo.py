@@ -51,7 +51,7 @@ def _phantoms(out: Path, n: int, seed: int, size: int, *, truth: Path | None = N
     The incoming folder plays a modality's export folder: DICOM only. Its ground-truth reports go beside it,
     otherwise the batch job would (rightly) quarantine reports.jsonl as an unreadable file.
     """
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     done = truth if truth is not None else out / "reports.jsonl"
     if done.exists():

@@ -1,6 +1,6 @@
 """Phrase tables for the synthetic phantom reports, written for this project.
 
-Each entry is a tuple of interchangeable variants; `pipelines.phantoms.render` picks one with the study's
+Each entry is a tuple of interchangeable variants; `pipelines.phantoms.reports` picks one with the study's
 own RNG, so the same seed gives the same wording. Placeholders are filled with `str.format`:
 `{side}` ("right" / "left"), `{Side}` (capitalised), `{size}` / `{Size}` ("small", "moderate",
 "large"), `{zone}` ("upper" / "mid" / "lower"), `{lobe}` / `{Lobe}` (e.g. "right lower lobe",

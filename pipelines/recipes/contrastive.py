@@ -20,27 +20,33 @@ Outputs: `vision_tower.safetensors` (the adapted tower, loaded by stages 1/2 thr
 `vision_init`) and `report_index/`, a `medvlm.retrieval.ReportIndex` of the training reports keyed
 by the tower's pooled image embeddings (similar prior cases; the nearest-neighbour baseline).
 Under DDP each rank contrasts its own shard (local negatives).
+
+Run alone: `python -m pipelines.recipes.contrastive CONFIG [key=value ...]` (the run YAML; resumes
+from `out_dir/stage0_contrastive/state/`); `pipelines.recipes.train` runs it as the first stage.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import sys
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from medvlm.config import ModelConfig
-from pipelines.training.common import (
-    Runtime,
-    StageResult,
-    TrainConfig,
-    augmented_views,
-    run_loop,
-    sample_seed,
-    wrap_ddp,
-)
+from pipelines.training.config import TrainConfig, config_from_argv
+from pipelines.training.examples import augmented_views, pixel_values
+from pipelines.training.loop import StageResult, run_loop
+from pipelines.training.runtime import Runtime, wrap_ddp
+from pipelines.training.sampling import sample_seed
+from pipelines.training.session import TOWER_FILE, Session, training_session
 
-TOWER_FILE = "vision_tower.safetensors"
+if TYPE_CHECKING:
+    from medvlm.build import MedVLM
+    from pipelines.tracking.tracker import Tracker
+    from pipelines.training.datasets import StudyDataset
+
+STAGE = "contrastive"
 INDEX_DIR = "report_index"
 
 
@@ -79,18 +85,6 @@ def text_embeddings(texts: list[str], encoder_dir: str | None, batch_size: int =
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)  # (B, T)
             out.append(torch.nn.functional.normalize(pooled, dim=-1))
     return torch.cat(out).float()
-
-
-def pixel_values(images: list[np.ndarray], cfg: ModelConfig) -> Any:
-    """(S, S) float [0, 1] images -> (B, 3, S, S) normalised with the config's mean/std (as the processor)."""
-    import torch
-
-    from medvlm.processor import resize_float
-
-    mean = np.asarray(cfg.image_mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(cfg.image_std, dtype=np.float32)[:, None, None]
-    arr = np.stack([(np.repeat(resize_float(i, cfg.image_size)[None], 3, 0) - mean) / std for i in images])
-    return torch.from_numpy(arr.astype(np.float32))  # (B, 3, S, S)
 
 
 class ContrastiveModel:
@@ -134,7 +128,9 @@ class ContrastiveModel:
         return _Model()
 
 
-def run_contrastive(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime, tracker: Any) -> tuple[StageResult, Path]:
+def run_contrastive(
+    cfg: TrainConfig, dataset: StudyDataset, stage_dir: Path, rt: Runtime, tracker: Tracker
+) -> tuple[StageResult, Path]:
     """Train the tower contrastively, save it and the report index (rank 0).
 
     Returns:
@@ -162,7 +158,7 @@ def run_contrastive(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime
         return forward(pv, text[indices].to(rt.device))
 
     result = run_loop(
-        stage="contrastive",
+        stage=STAGE,
         module=model,
         params=[p for p in model.parameters() if p.requires_grad],
         loss_fn=loss_fn,
@@ -197,3 +193,35 @@ def run_contrastive(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime
         index.add(emb, texts)
         index.save(stage_dir / INDEX_DIR)
     return result, tower_file
+
+
+def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM | None:
+    """Stage 0 inside a session: skipped when done; either way later stages start from its tower.
+
+    Args:
+        session: the process's runtime, tracker, data and run folder.
+        bundle: passed through untouched (stage 0 trains its own tower, not the LLaVA model).
+
+    Returns:
+        `bundle`.
+    """
+    stage_dir = session.stage_dir(STAGE)
+    if session.skip_if_done(STAGE):
+        tower = stage_dir / TOWER_FILE
+    else:
+        result, tower = run_contrastive(session.cfg, session.dataset, stage_dir, session.rt, session.tracker)
+        session.end_stage(STAGE, result, None)
+    session.cfg = dataclasses.replace(session.cfg, vision_init=str(tower))
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.recipes.contrastive CONFIG [k=v ...]`: stage 0 alone, with the run YAML's settings."""
+    cfg = config_from_argv(sys.argv[1:] if argv is None else argv, "pipelines.recipes.contrastive", (STAGE,))
+    with training_session(cfg, f"{STAGE}_summary.json") as session:
+        run_stage(session)
+    print(json.dumps({k: session.summary[k] for k in ("stages", "stopped", "world_size")}))
+
+
+if __name__ == "__main__":  # pragma: no cover - tests call main() directly
+    main()

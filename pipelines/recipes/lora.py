@@ -5,27 +5,37 @@
 `lora.qa_fraction` of the examples are report-derived questions ("Is there a pleural
 effusion?" -> "Yes. Small left pleural effusion.") so that the model also answers clinicians'
 questions about the image.
+
+Run alone: `python -m pipelines.recipes.lora CONFIG [key=value ...]` (continues from the stage-1
+checkpoint in `out_dir/stage1_projector/` when that stage is done, else builds a fresh model);
+`pipelines.recipes.train` runs it last.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medvlm.build import MedVLM
-from pipelines.training.common import ExampleBuilder, Runtime, StageResult, TrainConfig, run_loop, wrap_ddp
+from pipelines.training.bundles import build_bundle, load_bundle
+from pipelines.training.config import TrainConfig, config_from_argv
+from pipelines.training.examples import ExampleBuilder
+from pipelines.training.loop import StageResult, run_loop
+from pipelines.training.runtime import Runtime, wrap_ddp
+from pipelines.training.session import CHECKPOINT_DIR, Session, training_session
+
+if TYPE_CHECKING:
+    from medvlm.build import MedVLM
+    from pipelines.tracking.tracker import Tracker
+    from pipelines.training.datasets import StudyDataset
+
+STAGE = "lora"
 
 
-def load_bundle(checkpoint: Path, rt: Runtime) -> MedVLM:
-    """A stage-1 checkpoint reloaded with its adapter trainable (stage 2 run on its own)."""
-    from medvlm.checkpoint import load_checkpoint
-
-    bundle = load_checkpoint(checkpoint, trainable=True)
-    bundle.model.to(rt.device)
-    return bundle
-
-
-def run_lora(cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt: Runtime, tracker: Any) -> StageResult:
+def run_lora(
+    cfg: TrainConfig, bundle: MedVLM, dataset: StudyDataset, stage_dir: Path, rt: Runtime, tracker: Tracker
+) -> StageResult:
     """Run stage 2 on `bundle` in place (resuming from `stage_dir` state when there is one)."""
     from medvlm.build import freeze_for_stage
     from pipelines.training.transforms import build_train_transforms
@@ -33,6 +43,7 @@ def run_lora(cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt
     freeze_for_stage(bundle.model, 2)
     params = [p for p in bundle.model.parameters() if p.requires_grad]
     bundle.model.train()
+    # seed + 2: stage 2 draws augmentation and QA templates independently of stage 1.
     augment = build_train_transforms(cfg.data.augment, cfg.model.image_size, seed=cfg.seed + 2)
     builder = ExampleBuilder(bundle, dataset, augment, cfg.seed + 2, cfg.lora.qa_fraction, rt.device)
     ddp = wrap_ddp(bundle.model, rt)
@@ -42,7 +53,7 @@ def run_lora(cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt
         return forward(**builder.batch(indices, step)).loss
 
     return run_loop(
-        stage="lora",
+        stage=STAGE,
         module=bundle.model,
         params=params,
         loss_fn=loss_fn,
@@ -56,3 +67,35 @@ def run_lora(cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt
         tracker=tracker,
         ddp=ddp,
     )
+
+
+def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM:
+    """Stage 2 inside a session: skipped when done (its checkpoint is reloaded), else trained.
+
+    Args:
+        session: the process's runtime, tracker, data and run folder.
+        bundle: the model to adapt (stage 1's); None builds a fresh one.
+
+    Returns:
+        The trained (or reloaded) bundle.
+    """
+    stage_dir = session.stage_dir(STAGE)
+    if session.skip_if_done(STAGE):
+        return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt)
+    if bundle is None:
+        bundle = build_bundle(session.cfg, session.dataset, stage_dir, session.rt)
+    result = run_lora(session.cfg, bundle, session.dataset, stage_dir, session.rt, session.tracker)
+    session.end_stage(STAGE, result, bundle)
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.recipes.lora CONFIG [k=v ...]`: stage 2 alone, with the run YAML's settings."""
+    cfg = config_from_argv(sys.argv[1:] if argv is None else argv, "pipelines.recipes.lora", (STAGE,))
+    with training_session(cfg, f"{STAGE}_summary.json") as session:
+        run_stage(session, session.pick_up_earlier(STAGE))
+    print(json.dumps({k: session.summary[k] for k in ("stages", "stopped", "world_size")}))
+
+
+if __name__ == "__main__":  # pragma: no cover - tests call main() directly
+    main()

@@ -6,77 +6,47 @@ write. A decoder built **from scratch** (no `model.decoder.path`, the phantom de
 weights, and a frozen random decoder cannot learn to write whatever the projector does; so such
 configs set `projector.train_decoder: full`: the decoder (and its report-trained BPE tokenizer)
 trains here too, and stage 2 then adapts it with LoRA. `TrainConfig` refuses the other choice.
+
+Run alone: `python -m pipelines.recipes.projector CONFIG [key=value ...]` (starts from stage 0's
+tower when `out_dir/stage0_contrastive/` is done); `pipelines.recipes.train` runs it after stage 0.
 """
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medvlm.build import LANGUAGE_MODEL_PATH, PROJECTOR_PATH, VISION_TOWER_PATH, MedVLM
-from pipelines.training.common import (
-    ExampleBuilder,
-    ProjectorConfig,
-    Runtime,
-    StageResult,
-    TrainConfig,
-    run_loop,
-    wrap_ddp,
-)
+from medvlm.build import LANGUAGE_MODEL_PATH, PROJECTOR_PATH, VISION_TOWER_PATH
+from pipelines.training.bundles import build_bundle, load_bundle
+from pipelines.training.config import ProjectorStageConfig, TrainConfig, config_from_argv
+from pipelines.training.examples import ExampleBuilder
+from pipelines.training.loop import StageResult, run_loop
+from pipelines.training.runtime import Runtime, wrap_ddp
+from pipelines.training.session import CHECKPOINT_DIR, Session, training_session
 
-TOKENIZER_DIR = "tokenizer"
+if TYPE_CHECKING:
+    from torch import nn
 
+    from medvlm.build import MedVLM
+    from pipelines.tracking.tracker import Tracker
+    from pipelines.training.datasets import StudyDataset
 
-def tokenizer_texts(dataset: Any) -> list[str]:
-    """Texts a from-scratch BPE is trained on: training reports plus question/answer wording."""
-    import numpy as np
-
-    from pipelines.training.datasets import derive_qa_pairs
-
-    texts = []
-    rng = np.random.default_rng(0)
-    for record in dataset.records:
-        texts.append(record.report)
-        texts += [f"{p.question} {p.answer}" for p in derive_qa_pairs(record.findings, record.impression, rng)]
-    return texts
+STAGE = "projector"
 
 
-def build_bundle(cfg: TrainConfig, dataset: Any, stage_dir: Path, rt: Runtime) -> MedVLM:
-    """Tokenizer + model for stage 1, the tower initialised from stage 0 when `cfg.vision_init` is set.
-
-    A trained tokenizer is saved under `stage_dir/tokenizer` (rank 0) and reused on resume, so a
-    resumed run sees exactly the vocabulary of the interrupted one.
-    """
-    from medvlm.build import build_model
-    from medvlm.tokenizer import build_tokenizer
-    from pipelines.training.common import barrier
-
-    tokenizer = None
-    if cfg.model.init_from is None:
-        saved = stage_dir / TOKENIZER_DIR
-        if cfg.model.tokenizer.path or cfg.model.decoder.path:
-            tokenizer = build_tokenizer(cfg.model)
-        elif (saved / "tokenizer.json").is_file():
-            from transformers import PreTrainedTokenizerFast
-
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(str(saved), local_files_only=True)
-        else:
-            tokenizer = build_tokenizer(cfg.model, tokenizer_texts(dataset))
-            if rt.is_main:
-                tokenizer.save_pretrained(str(saved))
-            barrier(rt)
-    bundle = build_model(cfg.model, tokenizer)
-    if cfg.vision_init:
-        from safetensors.torch import load_file
-
-        bundle.llava.model.vision_tower.load_state_dict(load_file(cfg.vision_init), strict=True)
-    bundle.model.to(rt.device)
-    return bundle
-
-
-def set_trainable(model: Any, pcfg: ProjectorConfig) -> list[Any]:
+def set_trainable(model: nn.Module, pcfg: ProjectorStageConfig) -> list[nn.Parameter]:
     """Freeze all but the projector (+ the decoder when `train_decoder=full`, + the tower when
-    `train_vision`); LoRA adapters stay frozen in this stage. Returns the trainable parameters."""
+    `train_vision`); LoRA adapters stay frozen in this stage.
+
+    Args:
+        model: the LLaVA `torch.nn.Module` (`MedVLM.model`).
+        pcfg: the stage settings.
+
+    Returns:
+        The trainable parameters.
+    """
     params = []
     for name, p in model.named_parameters():
         train = PROJECTOR_PATH in name
@@ -92,7 +62,7 @@ def set_trainable(model: Any, pcfg: ProjectorConfig) -> list[Any]:
 
 
 def run_projector(
-    cfg: TrainConfig, bundle: MedVLM, dataset: Any, stage_dir: Path, rt: Runtime, tracker: Any
+    cfg: TrainConfig, bundle: MedVLM, dataset: StudyDataset, stage_dir: Path, rt: Runtime, tracker: Tracker
 ) -> StageResult:
     """Run stage 1 on `bundle` in place (resuming from `stage_dir` state when there is one)."""
     from pipelines.training.transforms import build_train_transforms
@@ -109,7 +79,7 @@ def run_projector(
         return forward(**builder.batch(indices, step)).loss
 
     return run_loop(
-        stage="projector",
+        stage=STAGE,
         module=bundle.model,
         params=params,
         loss_fn=loss_fn,
@@ -123,3 +93,35 @@ def run_projector(
         tracker=tracker,
         ddp=ddp,
     )
+
+
+def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM:
+    """Stage 1 inside a session: skipped when done (its checkpoint is reloaded), else trained.
+
+    Args:
+        session: the process's runtime, tracker, data and run folder.
+        bundle: the model to train; None builds one (tower from `session.cfg.vision_init`).
+
+    Returns:
+        The trained (or reloaded) bundle.
+    """
+    stage_dir = session.stage_dir(STAGE)
+    if session.skip_if_done(STAGE):
+        return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt)
+    if bundle is None:
+        bundle = build_bundle(session.cfg, session.dataset, stage_dir, session.rt)
+    result = run_projector(session.cfg, bundle, session.dataset, stage_dir, session.rt, session.tracker)
+    session.end_stage(STAGE, result, bundle)
+    return bundle
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.recipes.projector CONFIG [k=v ...]`: stage 1 alone, with the run YAML's settings."""
+    cfg = config_from_argv(sys.argv[1:] if argv is None else argv, "pipelines.recipes.projector", (STAGE,))
+    with training_session(cfg, f"{STAGE}_summary.json") as session:
+        run_stage(session, session.pick_up_earlier(STAGE))
+    print(json.dumps({k: session.summary[k] for k in ("stages", "stopped", "world_size")}))
+
+
+if __name__ == "__main__":  # pragma: no cover - tests call main() directly
+    main()

@@ -1,85 +1,96 @@
 """`medvlm train CONFIG [k=v ...]`: run the configured stages in order, evaluate, register.
 
-Parse -> build -> run -> close. The stages are single-purpose recipes in `pipelines.recipes`
-(`contrastive` = stage 0, `projector` = stage 1, `lora` = stage 2); this module only chains them:
+Parse -> build -> run -> close. The stages are single-purpose recipes in this package
+(`contrastive` = stage 0, `projector` = stage 1, `lora` = stage 2), each also runnable alone; this
+module chains them in one `training_session` (run folder layout, resume and tracking: see
+`pipelines.training.session`), then evaluates the final model on the held-out split, writes the
+model card and registers the checkpoint:
 
-    out_dir/stage0_contrastive/  vision_tower.safetensors, report_index/, state/ (resume)
-    out_dir/stage1_projector/    tokenizer/, checkpoint/ (medvlm checkpoint), state/
-    out_dir/stage2_lora/         checkpoint/, state/
     out_dir/checkpoint/          the final checkpoint (registered in MLflow)
     out_dir/eval.json, eval.md   model vs. baselines on the held-out split
+    out_dir/model_card.md        the model card
     out_dir/train_summary.json   wall time and losses per stage
 
-A stage whose `done.json` exists is skipped on a re-run (resume=true), and a stage interrupted
-mid-way resumes from its last state, so re-running a killed command finishes the same run.
-Only rank 0 writes files, logs and tracks.
+`torchrun --nproc_per_node=N -m pipelines.recipes.train CONFIG` runs it under DDP; only rank 0
+writes files, logs and tracks.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines.training.common import (
-    Runtime,
-    TrainConfig,
-    barrier,
-    close_runtime,
-    config_dict,
-    setup_runtime,
-    write_json,
-)
+from compliance.clock import utcnow
+from pipelines.recipes import contrastive, lora, projector
+from pipelines.training.config import TrainConfig, config_from_argv, load_train_config
+from pipelines.training.runtime import Runtime, shard
+from pipelines.training.sampling import step_indices
+from pipelines.training.session import Session, training_session
 
-STAGE_DIRS = {"contrastive": "stage0_contrastive", "projector": "stage1_projector", "lora": "stage2_lora"}
-DONE_FILE = "done.json"
+if TYPE_CHECKING:
+    from torch import nn
+
+    from medvlm.build import MedVLM
+
+STAGE_RECIPES = {"contrastive": contrastive, "projector": projector, "lora": lora}
+"""Each stage's recipe module; `run_stage(session, bundle) -> bundle` runs (or skips) it."""
 INTENDED_USE = (
     "Drafting chest radiograph reports for a radiologist to review, correct and sign. Never a "
     "diagnosis on its own."
 )
 
 
-def build_tracker(cfg: TrainConfig, rt: Runtime) -> Any:
-    """MLflow on rank 0 when configured, else a `NullTracker`."""
-    from pipelines.tracking.tracker import MlflowTracker, NullTracker
+def run_training(cfg: TrainConfig) -> dict[str, Any]:
+    """Run a training config end to end (see the module docstring).
 
-    if rt.is_main and cfg.tracking == "mlflow":
-        return MlflowTracker(cfg.tracking_uri)
-    return NullTracker()
+    Args:
+        cfg: the run config (`load_train_config`).
 
+    Returns:
+        The run summary: per-stage results, `stopped` (a `stop_after` interruption), the final
+        checkpoint path, the evaluation summary (model and baselines) and the registry decision.
 
-def _data_manifest(cfg: TrainConfig, dataset: Any) -> dict[str, Any]:
-    from pipelines.tracking.tracker import data_manifest_hash
-
-    reports = Path(cfg.data.dir) / "reports.jsonl"
-    first = reports.read_text(encoding="utf-8").splitlines()[0]
-    phantom = '"spec"' in first  # phantom records carry the findings spec they were rendered from
-    return {
-        "hash": data_manifest_hash([reports]),
-        "source": "phantoms" if phantom else "folder",
-        "synthetic": phantom,
-        "counts": {"train": len(dataset)},
-    }
-
-
-def _done(stage_dir: Path) -> bool:
-    return (stage_dir / DONE_FILE).is_file()
+    Raises:
+        medvlm.errors.ConfigError: e.g. the longest report does not fit the tokenizer's max_length.
+        pipelines.training.datasets.DatasetError: the data folder is unusable.
+    """
+    with training_session(cfg) as session:  # build: runtime, tracker, data; close on leaving the block
+        bundle = _run_stages(session)
+        if bundle is not None and not session.summary["stopped"]:
+            if session.rt.distributed:
+                session.summary["ddp"] = _ddp_report(cfg, session.rt, bundle.model, len(session.dataset))
+            if session.rt.is_main:
+                _finish(session, bundle)
+    return session.summary
 
 
-def _param_checksum(model: Any) -> float:
+def _run_stages(session: Session) -> MedVLM | None:
+    """Run the configured stages in order; returns the LLaVA bundle (None after stage 0 alone)."""
+    import torch
+
+    bundle = None
+    with torch.random.fork_rng(devices=[]):  # per-step reseeding stays inside this run
+        for stage in session.cfg.stages:
+            bundle = STAGE_RECIPES[stage].run_stage(session, bundle)
+            if session.summary["stopped"]:
+                break
+    return bundle
+
+
+def _param_checksum(model: nn.Module) -> float:
     import torch
 
     with torch.no_grad():
         return float(sum(p.double().sum() for p in model.parameters()))
 
 
-def _ddp_report(cfg: TrainConfig, rt: Runtime, model: Any, n: int) -> dict[str, Any]:
+def _ddp_report(cfg: TrainConfig, rt: Runtime, model: nn.Module, n: int) -> dict[str, Any]:
     """Under DDP: each rank's shard of step 0 and a checksum of its weights (equal when in sync)."""
     import torch
     import torch.distributed as dist
-
-    from pipelines.training.common import shard, step_indices
 
     loop = getattr(cfg, cfg.stages[-1])
     per_step = loop.batch_size * loop.grad_accum
@@ -95,96 +106,14 @@ def _ddp_report(cfg: TrainConfig, rt: Runtime, model: Any, n: int) -> dict[str, 
     }
 
 
-def run_training(cfg: TrainConfig) -> dict[str, Any]:
-    """Run a training config end to end (see the module docstring).
-
-    Returns:
-        The run summary: per-stage results, `stopped` (a `stop_after` interruption), the final
-        checkpoint path, the evaluation summary (model and baselines) and the registry decision.
-    """
-    import torch
-
-    from pipelines.training.datasets import ImageCache, StudyDataset, load_records
-
-    rt = setup_runtime(cfg)
-    out = Path(cfg.out_dir)
-    tracker = build_tracker(cfg, rt)
-    records = load_records(cfg.data.dir, cfg.data.train_split)[: cfg.data.max_studies]
-    dataset = StudyDataset(records, ImageCache(cfg.model.image_size, cfg.data.cache_dir), cfg.data.max_views)
-    manifest = _data_manifest(cfg, dataset)
-    summary: dict[str, Any] = {"stages": {}, "stopped": False, "world_size": rt.world_size}
-    tracker.start_run(cfg.run_name, config_dict(cfg), data_hash=manifest["hash"])
-    try:
-        with torch.random.fork_rng(devices=[]):  # per-step reseeding stays inside this run
-            t0 = time.perf_counter()
-            dataset.warm()
-            summary["image_decode_s"] = round(time.perf_counter() - t0, 2)
-            bundle = _run_stages(cfg, dataset, out, rt, tracker, summary)
-        if bundle is not None and not summary["stopped"]:
-            if rt.distributed:
-                summary["ddp"] = _ddp_report(cfg, rt, bundle.model, len(dataset))
-            if rt.is_main:
-                _finish(cfg, bundle, out, tracker, manifest, summary)
-        if rt.is_main:
-            write_json(out / "train_summary.json", summary)
-            tracker.log_dict(summary, "train_summary.json")
-        tracker.end_run("FINISHED")
-    except BaseException:
-        tracker.end_run("FAILED")
-        raise
-    finally:
-        close_runtime(rt)
-    return summary
-
-
-def _run_stages(cfg: TrainConfig, dataset: Any, out: Path, rt: Runtime, tracker: Any, summary: dict) -> Any:
-    """Run the configured stages in order; returns the LLaVA bundle (None after stage 0 alone)."""
-    import dataclasses
-
-    from pipelines.recipes import contrastive, lora, projector
-
-    bundle = None
-    for stage in cfg.stages:
-        stage_dir = out / STAGE_DIRS[stage]
-        if cfg.resume and _done(stage_dir):
-            summary["stages"][stage] = {**json.loads((stage_dir / DONE_FILE).read_text()), "skipped": "done"}
-            if stage == "contrastive":
-                cfg = dataclasses.replace(cfg, vision_init=str(stage_dir / contrastive.TOWER_FILE))
-            elif stage == "projector":
-                bundle = lora.load_bundle(stage_dir / "checkpoint", rt)
-            elif stage == "lora":
-                bundle = lora.load_bundle(stage_dir / "checkpoint", rt)
-            continue
-        if stage == "contrastive":
-            result, tower = contrastive.run_contrastive(cfg, dataset, stage_dir, rt, tracker)
-            cfg = dataclasses.replace(cfg, vision_init=str(tower))
-        else:
-            if bundle is None:
-                bundle = projector.build_bundle(cfg, dataset, stage_dir, rt)
-            run = projector.run_projector if stage == "projector" else lora.run_lora
-            result = run(cfg, bundle, dataset, stage_dir, rt, tracker)
-        summary["stages"][stage] = result.summary()
-        if not result.finished:
-            summary["stopped"] = True
-            return bundle
-        if rt.is_main:
-            if bundle is not None:
-                from medvlm.checkpoint import save_checkpoint
-
-                save_checkpoint(bundle, stage_dir / "checkpoint", overwrite=True)
-            write_json(stage_dir / DONE_FILE, result.summary())
-            tracker.log_metrics({f"{stage}/wall_s": result.wall_s})
-        barrier(rt)
-    return bundle
-
-
-def _finish(cfg: TrainConfig, bundle: Any, out: Path, tracker: Any, manifest: dict, summary: dict) -> None:
+def _finish(session: Session, bundle: MedVLM) -> None:
     """Rank 0: final checkpoint, evaluation vs. baselines, model card, registry + release gate."""
     from medvlm.checkpoint import save_checkpoint
     from pipelines.evaluation.evaluate import evaluate_bundle, write_evaluation
     from pipelines.tracking.model_card import render_model_card
     from pipelines.tracking.tracker import git_info, log_model_card
 
+    cfg, out, tracker, manifest, summary = session.cfg, session.out, session.tracker, session.manifest, session.summary
     ckpt = out / "checkpoint"
     save_checkpoint(bundle, ckpt, overwrite=True)
     summary["checkpoint"] = str(ckpt)
@@ -214,7 +143,7 @@ def _finish(cfg: TrainConfig, bundle: Any, out: Path, tracker: Any, manifest: di
     run_info = {
         "model_name": "medvlm",
         "run_id": getattr(tracker, "run_id", None),
-        "created": time.strftime("%Y-%m-%d"),
+        "created": utcnow().strftime("%Y-%m-%d"),
         "architecture": f"LLaVA: {cfg.model.vision.kind} tower, MLP projector, {cfg.model.decoder.kind} decoder + LoRA",
         **git_info(),
         "trained_on_phantoms": manifest.get("synthetic", False),
@@ -236,23 +165,6 @@ def _finish(cfg: TrainConfig, bundle: Any, out: Path, tracker: Any, manifest: di
         summary["registry"] = {"version": version.version, "promoted": decision.promoted, "reason": decision.reason}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """`python -m pipelines.recipes.train CONFIG [k=v ...]` (what `torchrun` launches for DDP)."""
-    import sys
-
-    from pipelines.recipes.train import train_command
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        raise SystemExit("usage: python -m pipelines.recipes.train CONFIG [key=value ...]")
-    summary = train_command(args[0], args[1:])
-    print(json.dumps({k: v for k, v in summary.items() if k in ("stopped", "world_size", "checkpoint")}))
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised by the DDP test through torchrun
-    main()
-
-
 def train_command(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:
     """`medvlm train CONFIG [k=v ...]`: load the recipe YAML with overrides and run it.
 
@@ -267,8 +179,15 @@ def train_command(config_path: str | Path, overrides: list[str]) -> dict[str, An
         medvlm.errors.ConfigError: a bad key, value or combination (the message names the flag).
         pipelines.training.datasets.DatasetError: the data folder is unusable.
     """
-    from pipelines.recipes.train import run_training
-    from pipelines.training.common import load_train_config
+    return run_training(load_train_config(config_path, overrides))
 
-    cfg = load_train_config(config_path, overrides)
-    return run_training(cfg)
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.recipes.train CONFIG [k=v ...]` (what `torchrun` launches for DDP)."""
+    cfg = config_from_argv(sys.argv[1:] if argv is None else argv, "pipelines.recipes.train")
+    summary = run_training(cfg)
+    print(json.dumps({k: v for k, v in summary.items() if k in ("stopped", "world_size", "checkpoint")}))
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by the DDP test through torchrun
+    main()

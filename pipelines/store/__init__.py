@@ -1,8 +1,15 @@
-"""The review store: studies, the drafting job queue, drafts, report versions, sign-offs, audit.
+"""The review store: every query of the product lives here; callers pass a `Store` around.
 
-``open_store(url)`` opens (and migrates) the database; pass the returned ``Store`` around.
-Job queue functions live in ``pipelines.store.jobs``, review operations in
-``pipelines.store.reviews``; the hash-chained audit log in ``compliance.audit``.
+``open_store(url)`` opens (and migrates) the database. One module per concern:
+
+- ``db``: engine, sessions, transactions, migrations; ``models``: the ORM tables.
+- ``studies``: studies in, quarantine, study metadata; ``jobs``: the leased drafting queue;
+  ``leases``: lease renewal while a batch is drafted.
+- ``reviews``: the reader's actions (open, edit, sign, reject), each checked and written in one
+  transaction; ``versions``: report versions and sign-offs; ``questions``, ``logins``.
+- ``worklist``, ``study_detail``, ``drafts``: what the dashboard reads; ``exports``: what leaves.
+
+The hash-chained audit log is ``compliance.audit``.
 """
 
 from pipelines.store.db import Store, StoreError, open_store, upgrade_database

@@ -22,16 +22,15 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import PipelineError
-from pipelines.tracking.tracker import (
-    MlflowTracker,
-    open_client,
-    resolve_tracking_uri,
-    scrub_for_tracking,
-    sqlite_path,
-)
+from pipelines.tracking.locations import default_var_dir, resolve_tracking_uri, sqlite_path
+from pipelines.tracking.phi_guard import scrub_for_tracking
+from pipelines.tracking.tracker import MlflowTracker, open_client
+
+if TYPE_CHECKING:
+    from medvlm.build import MedVLM
 
 DEFAULT_MODEL_NAME = "medvlm"
 CHAMPION = "champion"
@@ -130,7 +129,7 @@ def register_checkpoint(
         checkpoint_dir: the folder (config, safetensors weights, processor, manifest).
         metrics: its evaluation summary; each number becomes a version tag (the release gate reads
             ``clinical_macro_f1`` from there).
-        tracking_uri: store URI; default as ``pipelines.tracking.tracker.resolve_tracking_uri``.
+        tracking_uri: store URI; default as ``pipelines.tracking.locations.resolve_tracking_uri``.
         model_name: registered model name.
         run_id: the training run to attach the checkpoint to; when None a short ``register``
             run is created (with git commit and the metrics) and ended.
@@ -276,6 +275,26 @@ def champion_exists(
         return False
 
 
+def load_model(model: str | Path, *, merge: bool = False, tracking_uri: str | None = None) -> MedVLM:
+    """The one way `pipelines` and the dashboard load a model: a folder or an MLflow models URI.
+
+    Args:
+        model: a checkpoint folder or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``.
+        merge: fold a LoRA adapter into the base weights (inference only).
+        tracking_uri: store URI for a models URI; default as ``resolve_tracking_uri``.
+
+    Returns:
+        The loaded `MedVLM`, verified against its manifest, in eval mode.
+
+    Raises:
+        RegistryError: see `resolve_model_uri`.
+        medvlm.errors.CheckpointError: not a usable checkpoint (pickle, tampering, missing files).
+    """
+    from medvlm.checkpoint import load_checkpoint
+
+    return load_checkpoint(resolve_model_uri(model, tracking_uri=tracking_uri), merge=merge)
+
+
 def resolve_model_uri(
     model: str | Path, *, tracking_uri: str | None = None, cache_dir: str | Path | None = None
 ) -> Path:
@@ -317,8 +336,6 @@ def resolve_model_uri(
     except MlflowException as exc:
         raise RegistryError(f"{text} does not resolve to a registered version ({exc.error_code})") from exc
     if cache_dir is None:
-        from pipelines.tracking.tracker import default_var_dir
-
         cache_dir = default_var_dir() / "models"
     dest = Path(cache_dir) / name / str(mv.version)
     if dest.is_dir():
@@ -345,5 +362,6 @@ __all__ = [
     "checkpoint_hashes",
     "promote_if_better",
     "register_checkpoint",
+    "load_model",
     "resolve_model_uri",
 ]

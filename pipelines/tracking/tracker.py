@@ -1,90 +1,53 @@
 """Experiment tracking behind a small Protocol; MLflow is one adapter, imported only inside it.
 
-Embedded default (nothing to run): an MLflow SQLite store at ``{var_dir}/mlflow.db`` with artifacts
-under ``{var_dir}/mlartifacts``, where ``var_dir`` is ``$MEDVLM_VAR_DIR`` or ``./var``.
-``$MLFLOW_TRACKING_URI`` (or an explicit ``tracking_uri``) points at a shared ``mlflow server`` instead.
+``Tracker`` is what recipes and the training loop need; ``MlflowTracker`` (an explicit
+``MlflowClient``, no fluent global run state) and ``NullTracker`` (stores nothing) satisfy it.
 
 Every run started by ``MlflowTracker.start_run`` records the resolved config (flattened params plus
 the whole config as ``config.json``), the git commit and a dirty flag, and the data-manifest hash
 when given; ``log_evaluation`` and ``log_model_card`` add the evaluation table and the model card.
-The tracker ends its own run, as FAILED when the ``with`` block raises.
+The tracker ends its own run, as FAILED when the ``with`` block raises. Everything is checked for
+PHI before it is written (``pipelines.tracking.phi_guard``).
 
-PHI policy (decided: **fail loudly**). Nothing patient-identifying may reach params, tags or
-artifacts. ``scrub_for_tracking`` refuses a mapping that holds a PHI-like key (patient_name,
-patient_id, birth_date, accession, mrn, ...) with a non-boolean value, or any string that looks like
-a DICOM person name (``FAMILY^GIVEN``); it raises ``PHIInTrackingError`` naming the key path (never
-the value) *before* anything is written, so a refused run leaves no trace in the store. Records
-that carry PHI (for example a data manifest) never go to the tracker as such: only
-``data_manifest_hash(records)`` does, which is one-way.
+The other modules of this package: ``locations`` (var folder, tracking URI), ``phi_guard``
+(``scrub_for_tracking``), ``provenance`` (data manifest hash, git info, config flattening). Their
+public names are re-exported here, so ``from pipelines.tracking.tracker import ...`` keeps working.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import math
-import os
-import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from compliance.clock import sha256_file
-from compliance.phi import has_person_name, is_phi_key
 from pipelines.errors import PipelineError
-from pipelines.evaluation.metrics import EvalResult
+from pipelines.tracking.locations import (
+    artifact_location_for,
+    default_var_dir,
+    resolve_tracking_uri,
+    sqlite_path,
+)
+from pipelines.tracking.phi_guard import PHIInTrackingError, scrub_for_tracking, text_looks_like_phi
+from pipelines.tracking.provenance import config_to_dict, data_manifest_hash, flatten_config, git_info
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from pipelines.evaluation.metrics import EvalResult
 
 DEFAULT_EXPERIMENT = "medvlm"
-_MAX_PARAM_CHARS = 6000  # MLflow 3.x limit on a param value; the full config is also logged as JSON
 _TEXT_SUFFIXES = {".json", ".jsonl", ".yaml", ".yml", ".md", ".txt", ".csv"}
 _MAX_SCAN_BYTES = 16 * 2**20  # text artifacts larger than this are not scanned for PHI (weights are binary)
-
 
 
 class TrackingError(PipelineError, RuntimeError):
     """The tracker is used out of order (no run started, a run already active) or the store failed."""
 
 
-class PHIInTrackingError(PipelineError, ValueError):
-    """A value bound for tracking looks like PHI; the message names the key path, never the value."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Locations
-# ---------------------------------------------------------------------------------------------
-
-
-def default_var_dir() -> Path:
-    """``$MEDVLM_VAR_DIR`` or ``./var``, made absolute (not created)."""
-    return Path(os.environ.get("MEDVLM_VAR_DIR") or "var").resolve()
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None, var_dir: str | Path | None = None) -> str:
-    """The tracking URI to use: explicit > ``$MLFLOW_TRACKING_URI`` > ``sqlite:///{var_dir}/mlflow.db``."""
-    if tracking_uri:
-        return tracking_uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    var = Path(var_dir).resolve() if var_dir is not None else default_var_dir()
-    return f"sqlite:///{var / 'mlflow.db'}"
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, or None for any other kind of store."""
-    prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
-
-
-def artifact_location_for(tracking_uri: str) -> str | None:
-    """Artifact root for new experiments: ``<db dir>/mlartifacts`` for SQLite, else the server's choice."""
-    db = sqlite_path(tracking_uri)
-    return (db.parent / "mlartifacts").resolve().as_uri() if db is not None else None
-
-
-def open_client(tracking_uri: str | None = None):
+def open_client(tracking_uri: str | None = None) -> MlflowClient:
     """An ``mlflow.MlflowClient`` for the resolved URI (tracking and registry on the same store).
 
     The SQLite file's folder is created; ``mlflow`` is imported here, on first use.
@@ -98,7 +61,7 @@ def open_client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def ensure_experiment(client, name: str, tracking_uri: str) -> str:
+def ensure_experiment(client: MlflowClient, name: str, tracking_uri: str) -> str:
     """The id of experiment ``name``, created (with the SQLite artifact root) when missing."""
     from mlflow.exceptions import MlflowException
 
@@ -114,141 +77,15 @@ def ensure_experiment(client, name: str, tracking_uri: str) -> str:
         return found.experiment_id
 
 
-# ---------------------------------------------------------------------------------------------
-# PHI guard, provenance
-# ---------------------------------------------------------------------------------------------
-
-
-text_looks_like_phi = has_person_name  # the one PN pattern, from compliance.phi
-
-
-def _scan(value: Any, path: str, problems: list[str]) -> None:
-    if isinstance(value, Mapping):
-        for k, v in value.items():
-            sub = f"{path}.{k}" if path else str(k)
-            if is_phi_key(str(k)) and not (v is None or isinstance(v, bool)):
-                problems.append(f"{sub} (PHI-like key)")
-            else:
-                _scan(v, sub, problems)
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        for i, v in enumerate(value):
-            _scan(v, f"{path}[{i}]", problems)
-    elif isinstance(value, (str, bytes)):
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        if text_looks_like_phi(text):
-            problems.append(f"{path} (DICOM person-name pattern)")
-
-
-def scrub_for_tracking(mapping: Mapping[str, Any], *, where: str = "tracking data") -> dict[str, Any]:
-    """Refuse PHI bound for params, tags or artifacts.
-
-    Args:
-        mapping: a config, tag set or dict artifact (nested mappings and lists are walked).
-        where: what the mapping is, for the error message.
-
-    Returns:
-        A plain-dict copy of ``mapping`` when it is clean.
-
-    Raises:
-        PHIInTrackingError: a PHI-like key holds a value (booleans and None are allowed, so flags
-            such as ``keep_patient_id: false`` pass), or a string looks like a DICOM person name.
-            The message lists key paths only.
-    """
-    problems: list[str] = []
-    _scan(mapping, "", problems)
-    if problems:
-        raise PHIInTrackingError(
-            f"refused to track {where}: possible PHI at {', '.join(problems)}; "
-            "remove these values or track a hash of them (data_manifest_hash)"
-        )
-    return json.loads(json.dumps(mapping, default=str))
-
-
-def data_manifest_hash(paths_or_records: Iterable[str | os.PathLike | Mapping[str, Any]]) -> str:
-    """A sha256 that identifies a data set, insensitive to order and location.
-
-    Entries: a file path contributes the sha256 of its bytes; a folder contributes each file under
-    it as ``relative/path:sha256``; a record (mapping) contributes its canonical JSON
-    (sorted keys). The hex sha256 of the sorted entries, joined by newlines, is returned.
-    The hash is one-way, so records holding PHI may be hashed; the records are never logged.
-
-    Raises:
-        FileNotFoundError: a path does not exist (the message names the path).
-        TypeError: an entry is neither a path nor a mapping.
-    """
-    entries: list[str] = []
-    for item in paths_or_records:
-        if isinstance(item, Mapping):
-            entries.append("record:" + json.dumps(item, sort_keys=True, default=str, ensure_ascii=False))
-        elif isinstance(item, (str, os.PathLike)):
-            path = Path(item)
-            if path.is_dir():
-                for f in sorted(p for p in path.rglob("*") if p.is_file()):
-                    entries.append(f"file:{f.relative_to(path).as_posix()}:{sha256_file(f)}")
-            elif path.is_file():
-                entries.append(f"file:{sha256_file(path)}")
-            else:
-                raise FileNotFoundError(f"data manifest entry not found: {path}")
-        else:
-            raise TypeError(f"data manifest entries must be paths or mappings, got {type(item).__name__}")
-    return hashlib.sha256("\n".join(sorted(entries)).encode("utf-8")).hexdigest()
-
-
-def git_info(repo_dir: str | Path | None = None) -> dict[str, str]:
-    """``{"git_commit": sha | "unknown", "git_dirty": "true" | "false" | "unknown"}``.
-
-    Args:
-        repo_dir: a folder inside the checkout; default: the folder holding this package.
-    """
-    cwd = Path(repo_dir) if repo_dir is not None else Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(
-                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
-            )
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    commit = git("rev-parse", "HEAD")
-    if not commit:
-        return {"git_commit": "unknown", "git_dirty": "unknown"}
-    status = git("status", "--porcelain", "--untracked-files=no")
-    dirty = "unknown" if status is None else ("true" if status else "false")
-    return {"git_commit": commit, "git_dirty": dirty}
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config (mapping or dataclass instance, possibly nested) as a plain dict."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return dataclasses.asdict(config)
-    if isinstance(config, Mapping):
-        return {str(k): config_to_dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
-    raise TypeError(f"config must be a mapping or a dataclass instance, got {type(config).__name__}")
-
-
-def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists become JSON strings; values cut to MLflow's limit."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten_config(value, name))
-            continue
-        text = json.dumps(value, default=str) if isinstance(value, (list, tuple)) else str(value)
-        flat[name] = text if len(text) <= _MAX_PARAM_CHARS else text[: _MAX_PARAM_CHARS - 3] + "..."
-    return flat
-
-
-# ---------------------------------------------------------------------------------------------
-# The Protocol and its adapters
-# ---------------------------------------------------------------------------------------------
-
-
 @runtime_checkable
 class Tracker(Protocol):
-    """What recipes need from experiment tracking. Use as ``with tracker.start_run(...) as t:``."""
+    """What recipes need from experiment tracking. Use as ``with tracker.start_run(...) as t:``.
+
+    Attributes:
+        run_id: the active run's id; None before ``start_run`` and after ``end_run``.
+    """
+
+    run_id: str | None
 
     def start_run(self, name: str, config: Mapping[str, Any], *, data_hash: str | None = None) -> Tracker:
         """Start a run and log the resolved config, git commit and data hash; returns self."""
@@ -343,11 +180,11 @@ class MlflowTracker:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.repo_dir = repo_dir
-        self._client = None
+        self._client: MlflowClient | None = None
         self.run_id: str | None = None
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
         """The ``MlflowClient`` (created, and mlflow imported, on first use)."""
         if self._client is None:
             self._client = open_client(self.tracking_uri)
@@ -399,6 +236,7 @@ class MlflowTracker:
         return self
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params (PHI-checked, flattened, in batches of 100)."""
         from mlflow.entities import Param
 
         run_id = self._need_run()
@@ -408,6 +246,11 @@ class MlflowTracker:
             self.client.log_batch(run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log numeric metrics at ``step`` (0 when None).
+
+        Raises:
+            TypeError: a value is not a number (booleans are refused too).
+        """
         from mlflow.entities import Metric
 
         run_id = self._need_run()
@@ -445,14 +288,17 @@ class MlflowTracker:
             self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
+        """Log ``text`` as ``artifact_file``; refused when it holds a DICOM person name."""
         if text_looks_like_phi(text):
             raise PHIInTrackingError(f"refused to track {artifact_file}: DICOM person-name pattern in text")
         self.client.log_text(self._need_run(), text, artifact_file)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
+        """Log a PHI-checked mapping as ``artifact_file`` (JSON or YAML by suffix)."""
         self.client.log_dict(self._need_run(), scrub_for_tracking(obj, where=artifact_file), artifact_file)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set PHI-checked run tags (values as strings)."""
         run_id = self._need_run()
         for key, value in scrub_for_tracking(tags, where="tags").items():
             self.client.set_tag(run_id, key, str(value))
@@ -491,3 +337,27 @@ def log_evaluation(tracker: Tracker, result: EvalResult, step: int | None = None
 def log_model_card(tracker: Tracker, card_markdown: str) -> None:
     """Log the rendered model card as ``model_card.md``."""
     tracker.log_text(card_markdown, "model_card.md")
+
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "MlflowTracker",
+    "NullTracker",
+    "PHIInTrackingError",
+    "Tracker",
+    "TrackingError",
+    "artifact_location_for",
+    "config_to_dict",
+    "data_manifest_hash",
+    "default_var_dir",
+    "ensure_experiment",
+    "flatten_config",
+    "git_info",
+    "log_evaluation",
+    "log_model_card",
+    "open_client",
+    "resolve_tracking_uri",
+    "scrub_for_tracking",
+    "sqlite_path",
+    "text_looks_like_phi",
+]

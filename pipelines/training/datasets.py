@@ -1,7 +1,7 @@
 """Training data: (study, report) pairs and report-derived question/answer pairs.
 
 A data folder holds DICOM files and a ``reports.jsonl`` (the phantom layout of
-``pipelines.phantoms.render``): one JSON object per study with ``study_uid``, ``findings``,
+``pipelines.phantoms``): one JSON object per study with ``study_uid``, ``findings``,
 ``impression``, ``indication``, ``split`` and ``views`` (``path`` relative to the folder, ``view``).
 Images are read through ``dicom_io.load_image`` at the model's image size, frontal views first, then
 lateral ones, and cached in memory and (optionally) as ``.npy`` files keyed by the file's sha256 and
@@ -53,8 +53,11 @@ class DatasetError(PipelineError, ValueError):
 
 
 @dataclass(frozen=True)
-class StudyRecord:
-    """One study of a data folder (no patient identifiers: UIDs, texts and file paths only)."""
+class PairRecord:
+    """One (study, reference report) pair of a data folder (no patient identifiers: UIDs, texts and paths only).
+
+    Not the store's `pipelines.store.models.StudyRecord` (a database row of a received study).
+    """
 
     study_uid: str
     """Study Instance UID."""
@@ -82,7 +85,7 @@ def _view_rank(view: dict[str, Any]) -> int:
     return 0 if name in FRONTAL_VIEWS else 1
 
 
-def load_records(data_dir: str | Path, splits: Sequence[str] | str | None = None) -> list[StudyRecord]:
+def load_records(data_dir: str | Path, splits: Sequence[str] | str | None = None) -> list[PairRecord]:
     """Read `reports.jsonl` of a data folder.
 
     Args:
@@ -103,7 +106,7 @@ def load_records(data_dir: str | Path, splits: Sequence[str] | str | None = None
     if isinstance(splits, str):
         splits = [s.strip() for s in splits.split(",") if s.strip()]
     wanted = set(splits) if splits else None
-    records: list[StudyRecord] = []
+    records: list[PairRecord] = []
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -111,7 +114,7 @@ def load_records(data_dir: str | Path, splits: Sequence[str] | str | None = None
             try:
                 obj = json.loads(line)
                 views = sorted(obj["views"], key=_view_rank)  # stable: frontal first, then the rest
-                record = StudyRecord(
+                record = PairRecord(
                     study_uid=str(obj["study_uid"]),
                     findings=str(obj.get("findings") or ""),
                     impression=str(obj.get("impression") or ""),
@@ -193,7 +196,7 @@ class StudyDataset:
         max_views: views kept per study (frontal first); 1 = frontal only.
     """
 
-    def __init__(self, records: Sequence[StudyRecord], cache: ImageCache, max_views: int = 2) -> None:
+    def __init__(self, records: Sequence[PairRecord], cache: ImageCache, max_views: int = 2) -> None:
         if max_views < 1:
             raise DatasetError(f"max_views must be >= 1, got {max_views}")
         self.records = list(records)

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="module")
 def phantom_dir(tmp_path_factory) -> Path:
     """Three phantom studies (seed 1), written once per test module; read-only for the tests."""
-    from pipelines.phantoms.render import generate_phantoms
+    from pipelines.phantoms import generate_phantoms
 
     out = tmp_path_factory.mktemp("phantoms")
     generate_phantoms(out, n=3, seed=1, progress=False)

@@ -8,7 +8,7 @@ import pytest
 
 from compliance.audit import read_events
 from dashboard.demo import SCRIPT_PROBE
-from pipelines.store import open_store, reviews
+from pipelines.store import open_store, questions, reviews
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -134,8 +134,7 @@ def test_edit_save_approve_and_version_history(store_url):
 def _worklist_uids(store):
     from dashboard import logic
 
-    with store.transaction() as s:
-        return list(logic.load_worklist(s, logic.WorklistFilters(review=()))[0]["study_uid"])
+    return list(logic.load_worklist(store, logic.WorklistFilters(review=()))[0]["study_uid"])
 
 
 def test_resident_cannot_sign(store_url):
@@ -189,7 +188,7 @@ def test_ask_page_with_tiny_model_stores_answer(store_url, tmp_path, monkeypatch
     assert not at.exception, at.exception
     assert len(at.chat_message) >= 2
     with open_store(store_url) as store:
-        qs = reviews.list_questions(store, first)
+        qs = questions.list_questions(store, first)
     assert [(u, q) for u, q, _ in qs] == [("rad", "Is there a pleural effusion?")]
     streamed = [m.value for m in at.chat_message[-1].markdown]
     assert qs[0][2] and streamed and streamed[0] == logic.escape_markdown(qs[0][2])  # what was streamed is what was stored

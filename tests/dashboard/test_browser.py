@@ -49,7 +49,7 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
 
 @pytest.fixture
 def server(tmp_path):
-    from pipelines.phantoms.render import generate_phantoms
+    from pipelines.phantoms import generate_phantoms
 
     phantoms = tmp_path / "phantoms"
     generate_phantoms(phantoms, n=3, seed=1, progress=False)
@@ -131,10 +131,9 @@ def test_login_edit_approve_in_chromium(server, tmp_path):
             browser.close()
 
     with open_store(store_url) as store:
-        with store.transaction() as s:
-            from dashboard import logic
+        from dashboard import logic
 
-            uid = str(logic.load_worklist(s, logic.WorklistFilters(review=()))[0].loc[0, "study_uid"])
+        uid = str(logic.load_worklist(store, logic.WorklistFilters(review=()))[0].loc[0, "study_uid"])
         versions = reviews.list_versions(store, uid)
         assert [(v.version, v.status) for v in versions] == [(1, "draft"), (2, "signed")]
         signed = versions[-1]

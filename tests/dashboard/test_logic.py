@@ -178,33 +178,31 @@ def test_viewer_error_names_path_only(tmp_path):
 
 
 def test_worklist_filters_sort_and_counts(store):
-    with store.transaction() as s:
-        table, total = logic.load_worklist(s, logic.WorklistFilters())
-        assert total == 3 and list(table["priority"]) == [3, 2, 1]
-        assert table.loc[0, "study"] == "PH0000" and table.loc[0, "flags"] >= 1
-        assert logic.worklist_counts(s) == {"drafted": 3}
-        flagged, n_flagged = logic.load_worklist(s, logic.WorklistFilters(flagged="flagged"))
-        clean, n_clean = logic.load_worklist(s, logic.WorklistFilters(flagged="clean"))
-        assert n_flagged + n_clean == 3 and "PH0000" in set(flagged["study"])
-        asc, _ = logic.load_worklist(s, logic.WorklistFilters(sort_by="priority", descending=False))
-        assert list(asc["priority"]) == [1, 2, 3]
-        assert logic.load_worklist(s, logic.WorklistFilters(min_priority=2))[1] == 2
-        tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
-        assert logic.load_worklist(s, logic.WorklistFilters(date_from=tomorrow))[1] == 0
-        assert logic.load_worklist(s, logic.WorklistFilters(date_to=tomorrow))[1] == 3
-        assert logic.load_worklist(s, logic.WorklistFilters(statuses=("signed",)))[1] == 0
-        assert logic.load_worklist(s, logic.WorklistFilters(review=("signed",)))[1] == 0
-        assert logic.load_worklist(s, logic.WorklistFilters(review=("unreviewed",)))[1] == 3
-        with pytest.raises(ValueError, match="sort_by"):
-            logic.load_worklist(s, logic.WorklistFilters(sort_by="name"))
+    table, total = logic.load_worklist(store, logic.WorklistFilters())
+    assert total == 3 and list(table["priority"]) == [3, 2, 1]
+    assert table.loc[0, "study"] == "PH0000" and table.loc[0, "flags"] >= 1
+    assert logic.worklist_counts(store) == {"drafted": 3}
+    flagged, n_flagged = logic.load_worklist(store, logic.WorklistFilters(flagged="flagged"))
+    clean, n_clean = logic.load_worklist(store, logic.WorklistFilters(flagged="clean"))
+    assert n_flagged + n_clean == 3 and "PH0000" in set(flagged["study"])
+    asc, _ = logic.load_worklist(store, logic.WorklistFilters(sort_by="priority", descending=False))
+    assert list(asc["priority"]) == [1, 2, 3]
+    assert logic.load_worklist(store, logic.WorklistFilters(min_priority=2))[1] == 2
+    tomorrow = (datetime.now(UTC) + timedelta(days=1)).date()
+    assert logic.load_worklist(store, logic.WorklistFilters(date_from=tomorrow))[1] == 0
+    assert logic.load_worklist(store, logic.WorklistFilters(date_to=tomorrow))[1] == 3
+    assert logic.load_worklist(store, logic.WorklistFilters(statuses=("signed",)))[1] == 0
+    assert logic.load_worklist(store, logic.WorklistFilters(review=("signed",)))[1] == 0
+    assert logic.load_worklist(store, logic.WorklistFilters(review=("unreviewed",)))[1] == 3
+    with pytest.raises(ValueError, match="sort_by"):
+        logic.load_worklist(store, logic.WorklistFilters(sort_by="name"))
 
 
 # ------------------------------------------------------------------ review actions
 
 
 def _first_uid(store) -> str:
-    with store.transaction() as s:
-        return str(logic.load_worklist(s, logic.WorklistFilters())[0].loc[0, "study_uid"])
+    return str(logic.load_worklist(store, logic.WorklistFilters())[0].loc[0, "study_uid"])
 
 
 def test_open_study_creates_first_version_and_audits(store):
@@ -249,15 +247,15 @@ def test_edit_approve_sign_binds_hash_then_edit_reopens(store):
     assert signed.signoff.signer == "rad" and signed.signoff.role == "radiologist"
     assert signed.signoff.bound_hash == reviews.content_hash(edited, v1.impression) == signed.content_hash
     assert reviews.verify_signoff(store, signed.id)
+    assert logic.load_study(store, uid).status == "signed"
     with store.transaction() as s:
-        assert logic.load_study(s, uid).status == "signed"
         assert s.query(Signoff).count() == 1
     with pytest.raises(reviews.ReviewError, match="already signed"):
         logic.approve(store, RAD, uid, expected_version=2)
     v3 = logic.save_edit(store, RAD, uid, edited + " Addendum.", v1.impression, expected_version=2)
     assert (v3.version, v3.status) == (3, "draft")
+    assert logic.load_study(store, uid).status == "drafted"
     with store.transaction() as s:
-        assert logic.load_study(s, uid).status == "drafted"
         assert s.get(ReportVersion, signed.id).status == "signed"  # the signed version is untouched
     actions = [e.action for e in _events(store)]
     assert {"version.edit", "study.edit", "version.sign", "study.sign"} <= set(actions)
@@ -279,8 +277,7 @@ def test_reject_needs_reason(store):
 def test_questions_stored_with_study(store):
     uid = _first_uid(store)
     logic.record_question(store, RAD, uid, "Is there an effusion?", "No.", "medvlm/demo")
-    with store.transaction() as s:
-        (qa,) = logic.load_study(s, uid).questions
+    (qa,) = logic.load_study(store, uid).questions
     assert (qa.user, qa.question, qa.answer) == ("rad", "Is there an effusion?", "No.")
 
 
@@ -288,8 +285,7 @@ def test_stream_model_answer_streams_the_greedy_answer(store, tiny_bundle):
     from medvlm.generate import answer_question
 
     uid = _first_uid(store)
-    with store.transaction() as s:
-        detail = logic.load_study(s, uid)
+    detail = logic.load_study(store, uid)
     images = logic.model_images(detail, size=tiny_bundle.config.image_size)
     history = [logic.QAView("rad", "Any pneumothorax?", "No.", "m", datetime.now(UTC))]
     result = logic.StreamedAnswer()
@@ -300,17 +296,14 @@ def test_stream_model_answer_streams_the_greedy_answer(store, tiny_bundle):
 
 
 def test_similar_cases_ranks_by_shared_findings(store):
-    uids = []
-    with store.transaction() as s:
-        table, _ = logic.load_worklist(s, logic.WorklistFilters())
-        uids = list(table["study_uid"])
+    table, _ = logic.load_worklist(store, logic.WorklistFilters())
+    uids = list(table["study_uid"])
     for uid in uids:  # sign every study
         v = logic.open_study(store, RAD, uid).latest
         logic.approve(store, RAD, uid, expected_version=v.version)
-    with store.transaction() as s:
-        cases = logic.similar_cases(s, "other", "Moderate right pneumothorax.")
-        assert cases and "Pneumothorax" in cases[0].shared
-        assert all(c.study_uid != "other" for c in cases)
+    cases = logic.similar_cases(store, "other", "Moderate right pneumothorax.")
+    assert cases and "Pneumothorax" in cases[0].shared
+    assert all(c.study_uid != "other" for c in cases)
 
 
 def _sign(store, uid):
@@ -338,9 +331,8 @@ def test_similar_cases_by_image(store, tiny_bundle, phantom_dir, tmp_path):
     for uid in (query, uids["PH0001"], twin):
         _sign(store, uid)
     logic.open_study(store, RAD, uids["PH0002"])  # a draft version, never signed: not a candidate
-    with store.transaction() as s:
-        candidates = logic.signed_case_candidates(s)
-        frontal = logic.frontal_image(logic.load_study(s, query).images)
+    candidates = logic.signed_case_candidates(store)
+    frontal = logic.frontal_image(logic.load_study(store, query).images)
     assert {c.study_uid for c in candidates} == {query, uids["PH0001"], twin}
     cache: dict = {}
     cases = logic.similar_cases_by_image(tiny_bundle, query, frontal, candidates, k=10, cache=cache)

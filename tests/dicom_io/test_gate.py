@@ -6,7 +6,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from dicom_io.errors import NotAChestRadiograph
-from dicom_io.gate import check_chest_radiograph, check_dataset, descriptions
+from dicom_io.gate import check_chest_radiograph, check_dataset, descriptions, load_chest_image
 from dicom_io.reader import header_meta, read
 from dicom_io.study import ImageMeta
 
@@ -81,3 +81,23 @@ def test_descriptions_are_collected():
     ds.StudyDescription = "CHEST"
     ds.ProtocolName = "PA"
     assert descriptions(ds) == ("CHEST", "PA")
+
+
+def test_load_chest_image_gates_before_decoding_and_resizes(pydicom_data_file, tmp_path):
+    from dicom_io.errors import PixelDataError
+    from dicom_io.study import MissingUID
+
+    pixels, meta = load_chest_image(pydicom_data_file("RG1_UNCR.dcm"), size=224)
+    assert pixels.shape == (224, 224) and meta.view == "PA"
+    with pytest.raises(NotAChestRadiograph):
+        load_chest_image(pydicom_data_file("RG3_UNCR.dcm"))
+    ds = read(pydicom_data_file("RG1_UNCR.dcm"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "no_pixels.dcm")
+    with pytest.raises(PixelDataError, match="no pixel data"):
+        load_chest_image(tmp_path / "no_pixels.dcm")
+    ds = read(pydicom_data_file("RG1_UNCR.dcm"))
+    del ds.SeriesInstanceUID
+    ds.save_as(tmp_path / "no_series.dcm")
+    with pytest.raises(MissingUID):
+        load_chest_image(tmp_path / "no_series.dcm")

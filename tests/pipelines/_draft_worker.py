@@ -4,9 +4,9 @@ As a script it is a real drafting worker (the crash test SIGKILLs it):
 
     python tests/pipelines/_draft_worker.py URL CHECKPOINT WORKER_ID LEASE_S THROTTLE_S
 
-It loads the checkpoint once and drafts every queued job of that model with `pipelines.drafting.job`'s
-worker loop (one job per batch, sleeping THROTTLE_S after each claim so crash points are
-reproducible), then exits.
+It loads the checkpoint once and drafts every queued job of that model with the production worker
+loop (`pipelines.drafting.worker.worker_loop` with a `ModelDrafter`; one job per batch, sleeping
+THROTTLE_S after each claim so crash points are reproducible), then exits.
 """
 
 from __future__ import annotations
@@ -48,21 +48,22 @@ def build_tiny_checkpoint(out: Path, *, max_new_tokens: int = 12, image_size: in
 
 def make_phantoms(out: Path, n: int, seed: int = 0, size: int = 128) -> Path:
     """Write `n` phantom studies (frontal + lateral each) into `out`."""
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     generate_phantoms(out, n=n, seed=seed, progress=False, config=PhantomConfig(size=size))
     return out
 
 
 def main(url: str, checkpoint: str, worker_id: str, lease_s: float, throttle_s: float) -> None:
-    from pipelines.drafting.job import DraftOptions, load_bundle, model_identity, worker_loop
+    from pipelines.drafting.identity import DraftOptions, model_identity
+    from pipelines.drafting.worker import ModelDrafter, load_bundle, worker_loop
     from pipelines.store import open_store
 
     options = DraftOptions(lease_seconds=lease_s, batch_size=1, throttle_s=throttle_s, poll_seconds=0.1)
     ident = model_identity(checkpoint, options)
     bundle = load_bundle(ident, threads=1)
     with open_store(url, audit_key=AUDIT_KEY) as store:
-        worker_loop(store, bundle, ident, worker_id, options)
+        worker_loop(store, ModelDrafter(store, bundle, ident, options), ident, worker_id, options)
 
 
 if __name__ == "__main__":

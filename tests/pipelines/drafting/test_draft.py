@@ -37,7 +37,7 @@ def _rows(url: str, model: type):
 
 
 def test_model_identity_is_content_hash_and_prompt_sensitive(tiny_checkpoint):
-    from pipelines.drafting.job import DraftOptions, model_identity
+    from pipelines.drafting.identity import DraftOptions, model_identity
 
     a, b = model_identity(tiny_checkpoint), model_identity(tiny_checkpoint)
     longer = model_identity(tiny_checkpoint, DraftOptions(max_new_tokens=40))
@@ -69,7 +69,7 @@ def test_parse_source_forms(tmp_path):
 
 
 def test_prepare_study_rejects_bad_files_and_needs_a_frontal(phantoms):
-    from pipelines.drafting.job import NO_FRONTAL, prepare_study
+    from pipelines.drafting.intake import NO_FRONTAL, prepare_study
 
     study = sorted(p for p in phantoms.iterdir() if p.is_dir())[0]
     frontal = next(study.glob("1_*/1.dcm"))
@@ -210,7 +210,8 @@ def test_export_to_files_signed_once_unsigned_on_request(tmp_path, tiny_checkpoi
 
 @pytest.mark.slow
 def test_two_worker_processes_draft_each_study_once(tmp_path, tiny_checkpoint, phantoms):
-    from pipelines.drafting.job import DraftOptions, run_draft_job
+    from pipelines.drafting.identity import DraftOptions
+    from pipelines.drafting.job import run_draft_job
     from pipelines.intake.sources import parse_source
     from pipelines.store.models import DraftRecord
 
@@ -220,3 +221,24 @@ def test_two_worker_processes_draft_each_study_once(tmp_path, tiny_checkpoint, p
     assert summary.drafted == 3 and summary.pending == 0
     drafts = _rows(url, DraftRecord)
     assert len(drafts) == 3 and len({d.job_id for d in drafts}) == 3
+
+
+def test_build_engine_is_the_one_place_workers_are_chosen(tiny_checkpoint, tmp_path):
+    from pipelines.drafting.engines import InProcessEngine, ProcessEngine, build_engine
+    from pipelines.drafting.identity import DraftError, DraftOptions, model_identity
+    from pipelines.errors import PipelineError
+    from pipelines.store import open_store
+
+    ident, options = model_identity(tiny_checkpoint), DraftOptions()
+    with open_store(f"sqlite:///{tmp_path / 'db.sqlite'}", audit_key=AUDIT_KEY) as store:
+        assert isinstance(build_engine("local", 0, store, ident, options), InProcessEngine)
+        assert isinstance(build_engine("local", 2, store, ident, options), ProcessEngine)
+        for kind, workers in (("spark", 1), ("local", -1), ("ray", 0)):
+            with pytest.raises(DraftError):
+                build_engine(kind, workers, store, ident, options)
+    with open_store("sqlite:///:memory:", audit_key=AUDIT_KEY) as store:
+        assert build_engine("local", 0, store, ident, options).name == "local"
+        with pytest.raises(DraftError, match="in-memory"):
+            build_engine("local", 1, store, ident, options)
+    with pytest.raises(PipelineError, match="--batch-size"):
+        DraftOptions(batch_size=0)

@@ -44,7 +44,8 @@ def test_sigkill_after_0_1_3_drafts_then_restart_drafts_each_study_once(tmp_path
     from sqlalchemy import select
 
     from dicom_io.sources import FolderSource
-    from pipelines.drafting.job import DraftOptions, IntakeStats, intake_study, model_identity
+    from pipelines.drafting.identity import DraftOptions, model_identity
+    from pipelines.drafting.intake import IntakeStats, intake_study
     from pipelines.store import open_store
     from pipelines.store.models import DraftRecord, JobRecord, ReportVersion
 

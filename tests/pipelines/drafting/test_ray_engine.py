@@ -11,7 +11,8 @@ def test_ray_engine_drafts_every_study_once(tmp_path):
     pytest.importorskip("ray")
     from sqlalchemy import select
 
-    from pipelines.drafting.job import DraftOptions, run_draft_job
+    from pipelines.drafting.identity import DraftOptions
+    from pipelines.drafting.job import run_draft_job
     from pipelines.intake.sources import parse_source
     from pipelines.store import open_store
     from pipelines.store.models import DraftRecord, JobRecord, ReportVersion

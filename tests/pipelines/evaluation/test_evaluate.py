@@ -18,7 +18,7 @@ def tiny_checkpoint(tmp_path_factory):
     from medvlm.checkpoint import save_checkpoint
     from medvlm.config import ModelConfig
     from medvlm.tokenizer import build_tokenizer
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
     from pipelines.training.datasets import load_records
 
     data = tmp_path_factory.mktemp("phantoms")

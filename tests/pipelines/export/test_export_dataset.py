@@ -25,6 +25,7 @@ from pipelines.export.dataset import (
     split_for,
 )
 from pipelines.store import jobs, open_store, reviews
+from pipelines.store.studies import add_study
 from pipelines.training.datasets import ImageCache, load_records
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -57,7 +58,7 @@ def _add_phi(phantom_dir: Path) -> list[dict]:
 def _draft(store, rec: dict, findings: str, impression: str) -> int:
     files = [str(Path(rec["_root"], v["path"]).resolve()) for v in rec["views"]]
     meta = {"files": files, "views": [v["view"] for v in rec["views"]], "inputs": files[:1], "rejected": []}
-    jobs.add_study(store, rec["study_uid"], source="test-intake", metadata=meta)
+    add_study(store, rec["study_uid"], source="test-intake", metadata=meta)
     jobs.enqueue(store, rec["study_uid"], "medvlm/test", "p" * 64, source="test-intake")
     job = jobs.claim(store, "worker-1", 60)
     assert job is not None and job.study_uid == rec["study_uid"]
@@ -68,7 +69,7 @@ def _draft(store, rec: dict, findings: str, impression: str) -> int:
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory):
     """Three phantom studies with PHI in their headers: 0 signed, 1 unsigned, 2 signed then edited."""
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     root = tmp_path_factory.mktemp("export")
     phantom_dir = root / "phantoms"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from dicom_io.study import Study
-from pipelines.intake.ingest import IngestSummary, ingest_file, run_ingest
+from pipelines.intake.ingest import IngestError, IngestSummary, run_ingest
 
 
 @pytest.fixture
@@ -77,14 +77,14 @@ def test_ingest_twice_gives_identical_output_and_removes_stale_records(src, tmp_
 def test_unexpected_errors_are_quarantined_with_type_only(src, tmp_path, monkeypatch):
     import pipelines.intake.ingest as ingest
 
-    real = ingest.ingest_file
+    real = ingest.load_chest_image
 
     def flaky(path, **kwargs):
         if Path(path).name == "RG1_J2KI.dcm":
             raise RuntimeError("secret patient name in message")
         return real(path, **kwargs)
 
-    monkeypatch.setattr(ingest, "ingest_file", flaky)
+    monkeypatch.setattr(ingest, "load_chest_image", flaky)
     summary = run_ingest(src, tmp_path / "out", progress=False)
     assert summary.by_reason["internal_error"] == 1
     texts = [p.read_text() for p in (tmp_path / "out" / "quarantine").glob("*.json")]
@@ -109,15 +109,10 @@ def test_png_is_ingested_without_dicom_metadata(shared_data, tmp_path):
     assert meta["has_dicom_metadata"] is False
 
 
-def test_ingest_file_resizes(pydicom_data_file):
-    pixels, meta = ingest_file(pydicom_data_file("RG1_UNCR.dcm"), size=224)
-    assert pixels.shape == (224, 224) and meta.view == "PA"
-
-
 def test_bad_arguments(tmp_path):
     with pytest.raises(FileNotFoundError):
         run_ingest(tmp_path / "missing", tmp_path / "out", progress=False)
-    with pytest.raises(ValueError, match="window"):
+    with pytest.raises(IngestError, match="window"):
         run_ingest(tmp_path, tmp_path / "out", window="nope", progress=False)
 
 

@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.phantoms.render import (
+from pipelines.phantoms import (
     CHEXPERT_OBSERVATIONS,
     KINDS,
     Finding,
     FindingsSpec,
     PhantomConfig,
+    PhantomError,
     available_transfer_syntaxes,
     build_report,
     generate_phantoms,
@@ -303,3 +304,20 @@ def test_out_is_a_file_is_refused(tmp_path):
     f.write_text("x")
     with pytest.raises(NotADirectoryError):
         generate_phantoms(f, n=1, seed=0, progress=False)
+
+
+def test_errors_are_typed_and_still_value_errors(tmp_path):
+    """Bad input raises PhantomError: a PipelineError (one line in the CLI) that callers may catch as ValueError."""
+    from pipelines.errors import PipelineError
+
+    assert issubclass(PhantomError, PipelineError) and issubclass(PhantomError, ValueError)
+    with pytest.raises(PhantomError, match="size_mm"):
+        Finding("nodule", side="left", zone="upper", size_mm=1.0)
+    with pytest.raises(PhantomError, match="size"):
+        PhantomConfig(size=16)
+    with pytest.raises(PhantomError, match="32x32"):
+        render_lateral(NORMAL, 20)
+    with pytest.raises(PhantomError, match="bits_stored"):
+        to_stored(np.zeros((4, 4)), 20, "MONOCHROME2")
+    with pytest.raises(PhantomError, match="n must be"):
+        generate_phantoms(tmp_path / "none", n=0, seed=0, progress=False)

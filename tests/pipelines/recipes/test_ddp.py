@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.mark.slow  # two processes each importing torch/transformers and training a tiny model: ~30-60 s
 def test_two_rank_ddp_run(tmp_path):
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     data = tmp_path / "phantoms"
     generate_phantoms(data, n=8, seed=1, progress=False, config=PhantomConfig(size=64))

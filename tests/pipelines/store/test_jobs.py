@@ -1,4 +1,8 @@
-"""Job queue: idempotent enqueue, atomic claims, leases, stale workers, retries, crash recovery."""
+"""Job queue: idempotent enqueue, atomic claims, leases, stale workers, retries, crash recovery.
+
+The worker tests drive the production loop (`pipelines.drafting.worker.worker_loop`) with fake
+drafters; the crash test SIGKILLs it in `_crash_worker.py`.
+"""
 
 from __future__ import annotations
 
@@ -15,33 +19,55 @@ import pytest
 from sqlalchemy import func, select
 
 from compliance.audit import find_events, verify_chain
+from pipelines.drafting.identity import DraftOptions, ModelIdentity
+from pipelines.drafting.intake import QuarantineError
+from pipelines.drafting.worker import Drafted, worker_loop
 from pipelines.store.jobs import (
     DraftPayload,
     JobError,
-    LeaseKeeper,
     LeaseLostError,
-    QuarantineError,
-    add_study,
     claim,
     complete,
     count_by_state,
+    done_jobs_without_version,
     enqueue,
     fail,
-    get_study_metadata,
     job_state,
     pending_count,
     quarantine,
+)
+from pipelines.store.leases import LeaseKeeper, renew_lease
+from pipelines.store.models import DraftRecord, JobRecord, ReportVersion, StudyRecord, utcnow
+from pipelines.store.studies import (
+    add_study,
+    get_study_metadata,
+    outcome_counts,
     quarantine_study,
-    renew_lease,
-    run_worker,
     set_study_metadata,
 )
-from pipelines.store.models import DraftRecord, JobRecord, StudyRecord, utcnow
 
 REPO = Path(__file__).resolve().parents[3]
 PAYLOAD = DraftPayload(
     findings="Clear lungs.", impression="No acute disease.", sentences=[{"text": "x", "confidence": 0.9}]
 )
+IDENT = ModelIdentity(checkpoint="(fake)", model_version="m1", prompt_hash="p", adapter_hash=None, image_size=32)
+
+
+class FakeDrafter:
+    """A `Drafter` without a model: `fn(job)` gives each job's payload or raises its error."""
+
+    def __init__(self, fn):
+        self.fn, self.batches = fn, []
+
+    def draft(self, jobs):
+        self.batches.append([j.id for j in jobs])
+        out = []
+        for job in jobs:
+            try:
+                out.append(Drafted(self.fn(job)))
+            except Exception as exc:  # noqa: BLE001 - the loop records it
+                out.append(exc)
+        return out
 
 
 def _drafts(store, job_id=None) -> int:
@@ -157,9 +183,10 @@ def test_bad_arguments_are_typed_errors(store):
         complete(store, 999, "w", PAYLOAD)
 
 
-def test_run_worker_drafts_quarantines_and_goes_on(store):
+def test_worker_loop_drafts_quarantines_and_goes_on(store):
     for i in range(5):
         enqueue(store, f"1.2.5.{i}", "m1", "p", max_attempts=1)
+    enqueue(store, "1.2.5.9", "m-other", "p")  # another model's job: not this worker's
     seen = []
 
     def drafter(job):
@@ -169,10 +196,34 @@ def test_run_worker_drafts_quarantines_and_goes_on(store):
             raise ValueError("pixel data unreadable")
         return DraftPayload(findings=f"f{job.id}", impression="i", flags={"low_confidence": False})
 
-    stats = run_worker(store, drafter, "w", lease_seconds=30, on_progress=lambda j, o: seen.append(o))
-    assert (stats.claimed, stats.done, stats.quarantined, stats.failed, stats.lost) == (5, 3, 1, 1, 0)
+    fake = FakeDrafter(drafter)
+    counts = worker_loop(store, fake, IDENT, "w", DraftOptions(lease_seconds=30, batch_size=2),
+                         on_job=lambda pseudo, outcome, detail: seen.append(outcome))
+    assert counts == {"done": 3, "quarantined": 1, "failed": 1}
     assert sorted(seen) == ["done", "done", "done", "failed", "quarantined"]
-    assert count_by_state(store) == {"done": 3, "quarantined": 1, "failed": 1}
+    assert [len(b) for b in fake.batches] == [2, 2, 1]  # claimed in batches of batch_size
+    assert count_by_state(store) == {"done": 3, "quarantined": 1, "failed": 1, "queued": 1}
+    with store.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(ReportVersion)) == 3  # one review version per draft
+        rec = s.scalar(select(JobRecord).where(JobRecord.study_uid == "1.2.5.2"))
+        assert (rec.error_code, rec.error_message) == ("ValueError", "drafting error (ValueError)")  # no text: PHI
+    out = outcome_counts(store, [f"1.2.5.{i}" for i in range(5)], model_version="m1", prompt_hash="p")
+    assert (out.done, dict(out.quarantined), dict(out.failed), out.pending) == (
+        3, {"not_chest": 1}, {"ValueError": 1}, 0)
+    assert done_jobs_without_version(store, model_version="m1", prompt_hash="p") == []
+
+
+def test_worker_loop_fails_the_batch_when_the_drafter_raises(store):
+    ids = [enqueue(store, f"1.2.5.{i}", "m1", "p", max_attempts=2) for i in range(2)]
+
+    class Broken:
+        def draft(self, jobs):
+            raise RuntimeError("out of memory")
+
+    counts = worker_loop(store, Broken(), IDENT, "w", DraftOptions(lease_seconds=30, batch_size=2),
+                         max_batches=1)
+    assert counts == {"requeued": 2}
+    assert [job_state(store, f"1.2.5.{i}", "m1", "p") for i in range(2)] == [(i, "queued") for i in ids]
 
 
 def test_heartbeat_keeps_a_long_job_leased(store):
@@ -180,12 +231,12 @@ def test_heartbeat_keeps_a_long_job_leased(store):
     stolen = []
 
     def drafter(job):
-        time.sleep(1.2)  # longer than the lease; the heartbeat renews it every 0.2 s
+        time.sleep(1.2)  # longer than the lease; the loop renews it every 0.2 s
         stolen.append(claim(store, "thief", 0.6))
         return PAYLOAD
 
-    stats = run_worker(store, drafter, "w", lease_seconds=0.6)
-    assert stolen == [None] and stats.done == 1 and _drafts(store, job_id) == 1
+    counts = worker_loop(store, FakeDrafter(drafter), IDENT, "w", DraftOptions(lease_seconds=0.6, batch_size=1))
+    assert stolen == [None] and counts == {"done": 1} and _drafts(store, job_id) == 1
 
 
 def test_claim_filters_by_model_version_and_prompt(store):
@@ -314,4 +365,5 @@ def test_worker_killed_mid_run_loses_nothing(store, store_url, kill_after_done):
             .group_by(JobRecord.study_uid)
         ).all()
         assert sorted(per_study) == [(f"1.2.7.{i}", 1) for i in range(n)]
+        assert s.scalar(select(func.count()).select_from(ReportVersion)) == n  # one review version each
         assert verify_chain(s).ok

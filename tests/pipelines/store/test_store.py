@@ -13,17 +13,15 @@ from pipelines.store import open_store
 from pipelines.store.db import resolve_database_url
 from pipelines.store.jobs import DraftPayload, claim, complete, enqueue
 from pipelines.store.models import Base
+from pipelines.store.questions import add_feedback, ask_question, list_questions
 from pipelines.store.reviews import (
     ReviewError,
     SignatureRoleError,
     VersionLockedError,
-    add_feedback,
-    ask_question,
     content_hash,
     create_version_from_draft,
     diff_versions,
     edit_version,
-    list_questions,
     list_versions,
     reject_version,
     sign_version,

@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.errors import PipelineError
 from pipelines.evaluation.metrics import evaluate_reports
+from pipelines.tracking import tracker as tracker_module
+from pipelines.tracking.locations import resolve_tracking_uri
 from pipelines.tracking.model_card import PHANTOM_BANNER, render_model_card
+from pipelines.tracking.phi_guard import PHIInTrackingError, scrub_for_tracking
+from pipelines.tracking.provenance import data_manifest_hash, flatten_config, git_info
 from pipelines.tracking.tracker import (
     MlflowTracker,
     NullTracker,
-    PHIInTrackingError,
     Tracker,
     TrackingError,
-    data_manifest_hash,
-    flatten_config,
-    git_info,
     log_evaluation,
     log_model_card,
-    resolve_tracking_uri,
-    scrub_for_tracking,
 )
 
 PHI_STRINGS = ["DOE^JOHN", "ROE^RICHARD^Q", "MRN-99887766", "19450317", "ACC-55501234"]
@@ -107,6 +106,26 @@ def test_null_tracker_checks_phi_and_is_a_tracker():
         t.log_metrics({"loss": 1.0}, step=1)
     with pytest.raises(PHIInTrackingError):
         NullTracker().start_run("x", {"patient_id": "MRN-1"})
+
+
+def test_mlflow_tracker_is_a_tracker_without_touching_mlflow(tmp_path):
+    """The Protocol the training loop is typed with; the adapter refuses to log outside a run."""
+    tracker = MlflowTracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert isinstance(tracker, Tracker) and tracker.run_id is None
+    with pytest.raises(TrackingError):
+        tracker.log_metrics({"loss": 1.0})
+
+
+def test_tracking_errors_are_pipeline_errors():
+    assert issubclass(TrackingError, PipelineError) and issubclass(TrackingError, RuntimeError)
+    assert issubclass(PHIInTrackingError, PipelineError) and issubclass(PHIInTrackingError, ValueError)
+
+
+def test_tracker_module_still_exports_the_split_out_names():
+    """Callers import these from ``pipelines.tracking.tracker``; they now live in sibling modules."""
+    for name in ("resolve_tracking_uri", "sqlite_path", "default_var_dir", "scrub_for_tracking",
+                 "PHIInTrackingError", "data_manifest_hash", "git_info", "flatten_config", "open_client"):
+        assert hasattr(tracker_module, name), name
 
 
 def test_model_card_phantom_banner_and_tables():

@@ -18,7 +18,7 @@ from pipelines.training.datasets import (
 
 @pytest.fixture(scope="module")
 def phantom_dir(tmp_path_factory):
-    from pipelines.phantoms.render import PhantomConfig, generate_phantoms
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
 
     out = tmp_path_factory.mktemp("phantoms")
     generate_phantoms(out, n=6, seed=3, progress=False, config=PhantomConfig(size=64))
