@@ -22,12 +22,13 @@ import yaml
 ACTIONS = frozenset({"X", "Z", "D", "K", "U"})
 """Remove, zero-length, dummy value, keep, remap UID."""
 
-DEFAULT_RECIPE = Path(__file__).resolve().parent / "deid" / "ps3_15_basic_v1.yaml"
-"""The versioned PS3.15 Annex E basic-profile recipe shipped with medvlm."""
+DEFAULT_RECIPE = Path(__file__).resolve().parent / "deid" / "ps3_15_basic_v2.yaml"
+"""The versioned PS3.15 Annex E basic-profile recipe shipped with medvlm (deny by default since v2)."""
 
-_TOP_KEYS = {"name", "version", "standard", "profile_code", "defaults", "dummy_values", "attributes"}
+_TOP_KEYS = {"name", "version", "standard", "profile_code", "defaults", "dummy_values", "attributes",
+             "allowed_values"}
 _DEFAULT_KEYS = {"private_tags", "removed_groups", "group_length", "removed_vrs", "uid",
-                 "well_known_uid_root", "sequences", "other"}
+                 "well_known_uid_root", "sequences", "other", "burned_in_modalities"}
 _VERSION_RE = re.compile(r"^\d+\.\d+\.\d+$")
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 _GROUP_RE = re.compile(r"^([0-9A-Fa-f]{2})xx$")
@@ -76,6 +77,11 @@ class Recipe:
     """The standard text this recipe implements (documentation only)."""
     profile_code: Mapping[str, str] = field(default_factory=dict)
     """Code written into DeidentificationMethodCodeSequence: keys `value`, `scheme`, `meaning`."""
+    allowed_values: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    """For kept (`K`) tags: the only values kept; an element with any other value is removed.
+    An entry starting with `re:` is a regular expression the whole value must match."""
+    burned_in_modalities: frozenset[str] = frozenset()
+    """Modalities whose pixels often carry burned-in text: their files are flagged for a human."""
     source: str = ""
     """Path of the file it was loaded from (for messages)."""
     sha256: str = ""
@@ -237,6 +243,11 @@ def recipe_from_dict(data: Any, *, source: str = "<dict>", sha256: str = "") -> 
         actions[tag] = action
         keywords[tag] = keyword
 
+    allowed = _allowed_values(data.get("allowed_values", {}), actions, fail)
+    modalities = defaults.get("burned_in_modalities", [])
+    if not isinstance(modalities, list) or not all(isinstance(m, str) and m.strip() for m in modalities):
+        raise fail("defaults.burned_in_modalities must be a list of modality codes such as US, SC")
+
     code = data.get("profile_code", {"value": "113100", "scheme": "DCM",
                                      "meaning": "Basic Application Confidentiality Profile"})
     if not isinstance(code, dict) or set(code) != {"value", "scheme", "meaning"}:
@@ -256,8 +267,35 @@ def recipe_from_dict(data: Any, *, source: str = "<dict>", sha256: str = "") -> 
         well_known_uid_root=root,
         sequence_action=default_action("sequences", "K", frozenset({"K", "X"})),
         other_action=default_action("other", "K", frozenset({"K", "X"})),
+        allowed_values=MappingProxyType(allowed),
+        burned_in_modalities=frozenset(m.strip() for m in modalities),
         standard=str(data.get("standard", "")),
         profile_code=MappingProxyType({k: str(v) for k, v in code.items()}),
         source=source,
         sha256=sha256,
     )
+
+
+def _allowed_values(raw: Any, actions: Mapping[int, str], fail: Any) -> dict[int, tuple[str, ...]]:
+    """Validate `allowed_values`: tag -> list of values (or `re:` patterns) for tags the recipe keeps."""
+    if not isinstance(raw, dict):
+        raise fail("'allowed_values' must map tags to lists of values")
+    out: dict[int, tuple[str, ...]] = {}
+    for raw_tag, values in raw.items():
+        try:
+            tag = parse_tag(raw_tag)
+        except RecipeError as exc:
+            raise fail(f"allowed_values: {exc}") from None
+        where = f"allowed_values {format_tag(tag)}"
+        if actions.get(tag) != "K":
+            raise fail(f"{where}: only tags listed with action K can have allowed values")
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise fail(f"{where}: must be a list of quoted strings")
+        for value in values:
+            if value.startswith("re:"):
+                try:
+                    re.compile(value[3:])
+                except re.error:
+                    raise fail(f"{where}: {value!r} is not a valid regular expression") from None
+        out[tag] = tuple(values)
+    return out

@@ -2,7 +2,9 @@
 
 This file only renders (STYLE rule 21): it opens the store named by ``$MEDVLM_DATABASE_URL``,
 asks who the user is, and hands the page to ``dashboard.ui``. The store is a cached resource
-passed to every page, never a module-level global.
+passed to every page, never a module-level global. An unexpected error never shows a stack trace:
+the page says what happened with an error id, and the server log has the details without PHI
+(`dashboard.logic.report_error`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,15 @@ def _sidebar(sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
 
 
 def main() -> None:
-    """Render one run of the app."""
+    """Render one run of the app; any error becomes a typed error page."""
     st.set_page_config(page_title="medvlm review", page_icon=":material/radiology:", layout="wide")
+    try:
+        _render()
+    except Exception as exc:  # noqa: BLE001 - no stack trace ever reaches a client (st.rerun is a BaseException)
+        st.error(logic.error_message(logic.report_error(exc)))
+
+
+def _render() -> None:
     sess = logic.init_session(st.session_state)
     from pipelines.store.db import resolve_database_url
 
@@ -46,6 +55,8 @@ def main() -> None:
     if user is None:
         return
     _sidebar(sess, user)
+    with st.sidebar:
+        login.admin_unlock(store, user)
     if sess.notice:
         st.success(sess.notice)
         sess.notice = None

@@ -15,8 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from dicom_io.limits import Limits
 
 PRESETS: dict[str, tuple[float, float] | None] = {
     "default": None,  # the header window (or the full robust range when the header has none)
@@ -103,31 +107,40 @@ def viewer_image_from_values(
     return ViewerImage(arr, bool(invert), header_window, (lo, hi), (vmin, max(vmax, vmin + 1.0)), view, path)
 
 
-def load_viewer_image(path: str | Path) -> ViewerImage:
+def load_viewer_image(path: str | Path, *, limits: Limits | None = None) -> ViewerImage:
     """Read one DICOM file's original pixels as modality values.
+
+    The same caps as ingest (`dicom_io.limits`) are checked from the header before decoding, so
+    a decompression bomb costs the dashboard a header read, not gigabytes.
 
     Args:
         path: the DICOM file.
+        limits: pixels per frame, frames, compression ratio; None reads the environment.
 
     Returns:
         A ``ViewerImage`` (frame 0 of multi-frame instances).
 
     Raises:
-        ViewerError: the file cannot be read or decoded (message names the path only).
+        ViewerError: the file cannot be read or decoded, or is over a cap (the message names the
+            path and, for a cap, the setting; never header text).
     """
     from pydicom.pixels import apply_modality_lut, pixel_array
 
-    from dicom_io.errors import DicomIOError
+    from dicom_io.errors import DicomIOError, ImageTooLarge
+    from dicom_io.limits import check_pixel_budget
     from dicom_io.reader import header_meta, read
 
     p = Path(path)
     try:
         ds = read(p)
         meta = header_meta(ds, p)
+        check_pixel_budget(ds, p, limits)  # before any decode
         arr = pixel_array(ds, index=0)
         if arr.ndim == 3:  # colour: luminance, BT.601 (same rule as dicom_io)
             arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
         values = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+    except ImageTooLarge as exc:
+        raise ViewerError(f"cannot show {p}: {type(exc).__name__}, over {exc.setting} ({exc.hint})") from None
     except DicomIOError as exc:
         raise ViewerError(f"cannot show {p}: {type(exc).__name__}") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types; never echo header text

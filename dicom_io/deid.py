@@ -10,8 +10,13 @@ this module only executes it:
 * UIDs are remapped with a keyed HMAC-SHA256 of the original UID, written as `2.25.<int>`: the same
   key gives the same new UID in every file and every run, so references across sequences and
   files stay consistent, and without the key the mapping cannot be recomputed or reversed.
-* pixel data is never decoded or touched; files whose pixels may carry burned-in text are
-  flagged for a human pixel check, never silently passed.
+* kept elements whose tag has `allowed_values` in the recipe are removed when they hold any
+  other value (free text in a CS such as BodyPartExamined).
+* pixel data is rebuilt, not copied (`dicom_io.deid_pixels`): COM/APPn segments and bytes outside
+  the image are dropped, after the size caps were checked from the header
+  (`dicom_io.limits.check_pixel_budget`). Files whose pixels may carry burned-in text
+  (BurnedInAnnotation absent, YES or odd; a modality of `recipe.burned_in_modalities`) or whose
+  pixel encoding cannot be rebuilt are flagged for a human pixel check, never silently passed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import copy
 import hashlib
 import hmac
 import os
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +37,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID
 
 from compliance.deid_recipe import Recipe, format_tag
-from dicom_io.errors import DeidentificationError
+from dicom_io.deid_pixels import rebuild_pixel_data
+from dicom_io.errors import DeidentificationError, DicomIOError
+from dicom_io.limits import Limits, check_pixel_budget
 
 KEY_ENV = "MEDVLM_DEID_KEY"
 """Environment variable holding the UID-remapping key when no key file is given."""
@@ -42,7 +50,10 @@ MIN_KEY_BYTES = 16
 FLAG_BURNED_IN_MISSING = "burned_in_annotation_missing"
 FLAG_BURNED_IN_YES = "burned_in_annotation_yes"
 FLAG_BURNED_IN_UNKNOWN = "burned_in_annotation_unknown"
-PIXEL_REVIEW_FLAGS = frozenset({FLAG_BURNED_IN_MISSING, FLAG_BURNED_IN_YES, FLAG_BURNED_IN_UNKNOWN})
+FLAG_BURNED_IN_MODALITY = "burned_in_text_modality"
+FLAG_PIXELS_NOT_REBUILT = "pixel_data_not_rebuilt"
+PIXEL_REVIEW_FLAGS = frozenset({FLAG_BURNED_IN_MISSING, FLAG_BURNED_IN_YES, FLAG_BURNED_IN_UNKNOWN,
+                                FLAG_BURNED_IN_MODALITY, FLAG_PIXELS_NOT_REBUILT})
 """Flags meaning "a person must check the pixels for burned-in text before release"."""
 
 _KEY_HINT = (
@@ -133,7 +144,8 @@ def remap_uid(uid: str, key: bytes) -> str:
     return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
-def deidentify(ds: Dataset, recipe: Recipe, key: bytes, *, path: str | Path | None = None) -> DeidResult:
+def deidentify(ds: Dataset, recipe: Recipe, key: bytes, *, path: str | Path | None = None,
+               limits: Limits | None = None) -> DeidResult:
     """De-identify a dataset with a recipe; the input dataset is not modified.
 
     Args:
@@ -141,6 +153,7 @@ def deidentify(ds: Dataset, recipe: Recipe, key: bytes, *, path: str | Path | No
         recipe: the validated recipe (`compliance.deid_recipe.load_recipe`).
         key: UID-remapping key (`load_key`); at least `MIN_KEY_BYTES` bytes.
         path: the source file, used only to name it in error messages.
+        limits: size caps checked before pixel data is rebuilt; None reads the environment.
 
     Returns:
         A `DeidResult` with the new dataset (PatientIdentityRemoved, DeidentificationMethod and
@@ -148,8 +161,10 @@ def deidentify(ds: Dataset, recipe: Recipe, key: bytes, *, path: str | Path | No
         review flags and the recipe version.
 
     Raises:
-        DeidentificationError: the key is too short, or the recipe asks for something that cannot
-            be done safely (a dummy value for a VR it gives none, a dummy for a sequence).
+        DeidentificationError: the key is too short, the recipe asks for something that cannot
+            be done safely (a dummy value for a VR it gives none, a dummy for a sequence), or the
+            pixel data does not parse as its transfer syntax says.
+        PixelDataError: the pixel data is over a cap or shorter than declared (`ImageTooLarge`).
     """
     if len(key) < MIN_KEY_BYTES:
         raise DeidentificationError(path, f"de-identification key shorter than {MIN_KEY_BYTES} bytes",
@@ -160,10 +175,41 @@ def deidentify(ds: Dataset, recipe: Recipe, key: bytes, *, path: str | Path | No
     counts: Counter[str] = Counter()
     dates_changed = _apply(out, recipe, key, counts, path)
     _write_deid_attributes(out, ds, recipe, dates_changed)
-    if getattr(ds, "file_meta", None) is not None and "TransferSyntaxUID" in ds.file_meta:
-        out.file_meta = _new_file_meta(out, ds.file_meta, path)
-    return DeidResult(dataset=out, flags=_pixel_flags(ds), recipe_version=recipe.version,
+    flags = list(_pixel_flags(ds))
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = str(meta.TransferSyntaxUID) if meta is not None and "TransferSyntaxUID" in meta else ""
+    if _has_pixels(ds):
+        modality = str(ds.get("Modality", "") or "").strip().upper()
+        if modality in recipe.burned_in_modalities:
+            flags.append(FLAG_BURNED_IN_MODALITY)
+        new_tsyntax, rebuilt = _rebuild_pixels(out, tsyntax, path, limits)
+        if not rebuilt:
+            flags.append(FLAG_PIXELS_NOT_REBUILT)
+        tsyntax = new_tsyntax
+    if tsyntax:
+        out.file_meta = _new_file_meta(out, tsyntax, path)
+    return DeidResult(dataset=out, flags=tuple(flags), recipe_version=recipe.version,
                       actions_applied=dict(counts))
+
+
+def _has_pixels(ds: Dataset) -> bool:
+    return any(tag in ds for tag in _PIXEL_TAGS)
+
+
+def _rebuild_pixels(out: Dataset, tsyntax: str, path: str | Path | None,
+                    limits: Limits | None) -> tuple[str, bool]:
+    """Check the caps, then rebuild `out`'s pixel data; (transfer syntax, rebuilt?)."""
+    if "PixelData" not in out or not tsyntax:
+        return tsyntax, "PixelData" not in out
+    check_pixel_budget(out, path, limits)  # before anything is decoded or parsed
+    try:
+        return rebuild_pixel_data(out, tsyntax)
+    except DicomIOError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - untrusted bytes; the message could quote them
+        raise DeidentificationError(path, f"pixel data could not be rebuilt ({type(exc).__name__})",
+                                    "the pixel data does not parse as its transfer syntax says; "
+                                    "re-export the image") from None
 
 
 def action_for(elem: DataElement, recipe: Recipe) -> str:
@@ -188,6 +234,8 @@ def action_for(elem: DataElement, recipe: Recipe) -> str:
     if elem.VR == "SQ":
         return recipe.sequence_action
     if elem.VR == "UI":
+        if recipe.uid_action == "X":  # deny by default: even standard UIDs only when listed
+            return "X"
         if all(uid.startswith(recipe.well_known_uid_root) for uid in _uids(elem)):
             return "K"
         return recipe.uid_action
@@ -202,6 +250,18 @@ def _uids(elem: DataElement) -> list[str]:
         return []
     values = [value] if isinstance(value, str) else list(value)  # UID is a str; MultiValue is not
     return [str(v) for v in values if str(v)]
+
+
+def _allowed(elem: DataElement, allowed: tuple[str, ...]) -> bool:
+    """True when every value of `elem` is one of `allowed` (or fully matches an `re:` entry)."""
+    value = elem.value
+    values = [""] if value is None else ([value] if isinstance(value, str | bytes) else list(value))
+    for raw in values or [""]:
+        text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        text = text.strip(" \x00")
+        if text not in allowed and not any(a.startswith("re:") and re.fullmatch(a[3:], text) for a in allowed):
+            return False
+    return True
 
 
 def _apply(ds: Dataset, recipe: Recipe, key: bytes, counts: Counter[str], path: str | Path | None) -> bool:
@@ -226,6 +286,9 @@ def _apply(ds: Dataset, recipe: Recipe, key: bytes, counts: Counter[str], path: 
             counts[action] += 1
             continue
         if action == "K":
+            if int(tag) in recipe.allowed_values and not _allowed(elem, recipe.allowed_values[int(tag)]):
+                del ds[tag]
+                counts["X"] += 1
             continue
         if action == "X":
             del ds[tag]
@@ -266,15 +329,15 @@ def _write_deid_attributes(out: Dataset, original: Dataset, recipe: Recipe, date
         out.LongitudinalTemporalInformationModified = "UNMODIFIED"
 
 
-def _new_file_meta(out: Dataset, meta: FileMetaDataset, path: str | Path | None) -> FileMetaDataset:
-    """Fresh file meta: same SOP class and transfer syntax, the new SOP instance UID, no source AE."""
+def _new_file_meta(out: Dataset, tsyntax: str, path: str | Path | None) -> FileMetaDataset:
+    """Fresh file meta: same SOP class, the (rebuilt) transfer syntax, the new SOP instance UID, no source AE."""
     if "SOPInstanceUID" not in out or "SOPClassUID" not in out:
         raise DeidentificationError(path, "dataset has no SOPInstanceUID/SOPClassUID; cannot write file meta",
                                     "only composite DICOM instances can be de-identified to files")
     new = FileMetaDataset()
     new.MediaStorageSOPClassUID = out.SOPClassUID
     new.MediaStorageSOPInstanceUID = out.SOPInstanceUID
-    new.TransferSyntaxUID = UID(str(meta.TransferSyntaxUID))
+    new.TransferSyntaxUID = UID(tsyntax)
     new.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     return new
 

@@ -59,12 +59,14 @@ def wrap_http_error(exc: BaseException, url: str, action: str) -> Exception:
 
 
 def build_client(url: str, *, timeout_s: float = 30.0, session: requests.Session | None = None,
-                 headers: dict[str, str] | None = None, max_attempts: int = 3) -> DICOMwebClient:
+                 headers: dict[str, str] | None = None, max_attempts: int = 3,
+                 connect_timeout_s: float | None = None) -> DICOMwebClient:
     """A `DICOMwebClient` for `url` with bounded (connect, read) timeouts.
 
     Args:
         url: DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
-        timeout_s: read timeout per request in seconds (connect timeout is min(10, timeout_s)).
+        timeout_s: read timeout per request in seconds.
+        connect_timeout_s: connect timeout; default min(10, timeout_s).
         session: a prepared `requests.Session` (authentication, TLS); a plain one by default.
         headers: extra HTTP headers (e.g. a bearer token).
         max_attempts: tries per request. dicomweb-client retries on any exception and on 408/429/
@@ -77,7 +79,8 @@ def build_client(url: str, *, timeout_s: float = 30.0, session: requests.Session
     from dicomweb_client.api import DICOMwebClient
 
     client = DICOMwebClient(url=url.rstrip("/"), session=session, headers=headers,
-                            timeout=(min(10.0, timeout_s), timeout_s))
+                            timeout=(min(10.0, timeout_s) if connect_timeout_s is None else connect_timeout_s,
+                                     timeout_s))
     client.set_http_retry_params(retry=max_attempts > 1, max_attempts=max(1, max_attempts),
                                  wait_exponential_multiplier=250)
     return client

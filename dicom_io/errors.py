@@ -62,3 +62,19 @@ class DeidentificationError(DicomIOError):
     """De-identification could not be applied safely (bad recipe, missing key, ...)."""
 
     code = "deid_failed"
+
+
+class ImageTooLarge(PixelDataError):
+    """The header declares more pixels, frames or decoded bytes than `dicom_io.limits.Limits` allows.
+
+    Raised from the header alone, before any decode (decompression bombs, absurd Rows/Columns).
+
+    Args:
+        setting: the `Limits` field (and environment variable) that refused the file.
+    """
+
+    code = "image_too_large"
+
+    def __init__(self, path: str | Path | None, detail: str, hint: str = "", *, setting: str) -> None:
+        super().__init__(path, detail, hint)
+        self.setting = setting

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dicom_io.errors import NotAChestRadiograph, PixelDataError
+from dicom_io.limits import Limits
 from dicom_io.reader import IMAGE_SUFFIXES, get_data, header_meta, read
 from dicom_io.study import ImageMeta, MissingUID
 
@@ -123,8 +124,8 @@ def check_dataset(ds: Dataset, meta: ImageMeta) -> None:
     check_chest_radiograph(meta, descriptions(ds))
 
 
-def load_chest_image(path: str | Path, *, window: str = "auto",
-                     size: int | None = None) -> tuple[np.ndarray, ImageMeta]:
+def load_chest_image(path: str | Path, *, window: str = "auto", size: int | None = None,
+                     limits: Limits | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read one file, gate it (chest CR/DX) before decoding, then decode and normalise it.
 
     Unlike `dicom_io.reader.load_image`, a file that is not a chest radiograph is refused before its
@@ -134,18 +135,22 @@ def load_chest_image(path: str | Path, *, window: str = "auto",
         path: a DICOM, PNG or JPEG file.
         window: intensity rule (see `dicom_io.normalise`).
         size: if given, also resize to (size, size), aspect kept by padding.
+        limits: caps on pixels per frame, frames and compression ratio, checked from the header
+            before any decode (`dicom_io.limits.Limits`); None reads them from the environment.
 
     Returns:
         (pixels, meta): (H, W) or (size, size) float32 in [0, 1], and its `ImageMeta`.
 
     Raises:
-        DicomIOError: a subclass with the reason (unreadable, not a chest radiograph, missing UID ...).
+        DicomIOError: a subclass with the reason (unreadable, not a chest radiograph, missing UID,
+            `ImageTooLarge` naming the setting ...).
     """
     p = Path(path)
+    limits = limits or Limits.from_env()
     if p.suffix.lower() in IMAGE_SUFFIXES:
         from dicom_io.images import read_image
 
-        pixels, meta = read_image(p, window=window)
+        pixels, meta = read_image(p, window=window, limits=limits)
         check_chest_radiograph(meta)
     else:
         ds = read(p)
@@ -155,7 +160,7 @@ def load_chest_image(path: str | Path, *, window: str = "auto",
             raise PixelDataError(p, "no pixel data (file truncated, or not an image object)",
                                  "re-export the image from the PACS or modality")
         check_dataset(ds, header_meta(ds, p))  # gate before the (costly) decode
-        pixels, meta = get_data(ds, window=window, path=p)
+        pixels, meta = get_data(ds, window=window, path=p, limits=limits)  # caps checked before decoding
         if not (meta.study_uid and meta.series_uid and meta.sop_uid):
             raise MissingUID(p, "Study, Series or SOP Instance UID missing",
                              "the sender must fill the UIDs; de-identification tools can generate them")

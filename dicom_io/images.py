@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_io.errors import DicomReadError, PixelDataError
+from dicom_io.errors import DicomReadError, ImageTooLarge, PixelDataError
+from dicom_io.limits import ENV_FRAME_PIXELS, Limits, sniff
 from dicom_io.normalise import WINDOWS, normalise_range
 from dicom_io.study import ImageMeta
-
-_MAX_PIXELS = 2**28
 
 
 def _uid(kind: str, digest: str) -> str:
@@ -30,44 +29,60 @@ def _uid(kind: str, digest: str) -> str:
     return f"2.25.{int.from_bytes(value, 'big')}"
 
 
-def read_image(path: str | Path, *, window: str = "auto") -> tuple[np.ndarray, ImageMeta]:
+def read_image(path: str | Path, *, window: str = "auto",
+               limits: Limits | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read a PNG/JPEG image as a grayscale radiograph.
+
+    The signature bytes are checked first and the size from the image header next, so a file that
+    is not PNG/JPEG or declares a huge image costs one small read, not a decode.
 
     Args:
         path: the image file.
         window: auto/voi/window (nominal range), percentile, or minmax.
+        limits: `limits.max_frame_pixels` caps width x height; None reads the environment.
 
     Returns:
         (pixels, meta): (H, W) float32 in [0, 1], and `ImageMeta` with `has_dicom_metadata=False`.
 
     Raises:
         ValueError: unknown `window`.
-        DicomReadError: missing file or not an image Pillow can read.
-        PixelDataError: truncated or implausibly large image data.
+        DicomReadError: missing file, not PNG/JPEG, or not an image Pillow can read.
+        ImageTooLarge: width x height over `limits.max_frame_pixels`.
+        PixelDataError: truncated or corrupt image data.
     """
     from PIL import Image, UnidentifiedImageError
 
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {', '.join(WINDOWS)}; got {window!r}")
     p = Path(path)
+    limits = limits or Limits.from_env()
+    if not p.is_file():
+        raise DicomReadError(p, "not a regular file", "check the path")
+    kind = sniff(p)
+    if kind not in ("png", "jpeg"):
+        raise DicomReadError(p, f"not a PNG or JPEG image (looks like {kind})", "give DICOM files a .dcm suffix")
     try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise DicomReadError(p, f"cannot read the file ({type(exc).__name__})", "check the path and permissions") \
-            from None
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        with Image.open(p) as img:
-            if img.width * img.height > _MAX_PIXELS:
-                raise PixelDataError(p, f"implausible image size {img.height}x{img.width}", "downscale the image")
+        with Image.open(p) as img:  # reads the header only
+            if img.width * img.height > limits.max_frame_pixels:
+                raise ImageTooLarge(p, f"image of {img.height}x{img.width} pixels exceeds max_frame_pixels "
+                                    f"{limits.max_frame_pixels:,}", f"downscale it, or raise ${ENV_FRAME_PIXELS}",
+                                    setting="max_frame_pixels")
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L"):
                 arr = np.array(img)
             else:  # RGB, RGBA, P, LA, CMYK ...: to 8-bit luminance
                 arr = np.array(img.convert("L"))
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(p, "image exceeds Pillow's decompression-bomb limit", "downscale it",
+                            setting="max_frame_pixels") from None
     except UnidentifiedImageError:
         raise DicomReadError(p, "not an image file Pillow can read", "convert it to PNG or JPEG") from None
     except (OSError, ValueError, SyntaxError) as exc:  # Pillow raises these on truncated/corrupt data
         raise PixelDataError(p, f"corrupt or truncated image data ({type(exc).__name__})", "re-export the image") \
+            from None
+    try:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise DicomReadError(p, f"cannot read the file ({type(exc).__name__})", "check the path and permissions") \
             from None
     if arr.ndim != 2 or min(arr.shape) < 1:
         raise PixelDataError(p, f"unexpected image shape {arr.shape}", "use a single-channel or RGB image")

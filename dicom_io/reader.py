@@ -34,6 +34,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from dicom_io.errors import DicomIOError, DicomReadError, PixelDataError, UnsupportedTransferSyntax
+from dicom_io.limits import Limits, check_pixel_budget, parse_guard, sniff
 from dicom_io.normalise import WINDOWS, normalise, normalise_range
 from dicom_io.study import ImageMeta, meta_from_dataset
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 MAX_PIXELS = 2**28
-"""Refuse to decode more samples than this (a corrupt Rows/Columns would exhaust memory)."""
+"""Refuse to decode more samples than this in all frames together (`dicom_io.limits` caps each frame)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """File suffixes `load_image` reads with Pillow instead of pydicom."""
 
@@ -73,8 +74,11 @@ def plugin_for(uid: str) -> str:
 def read(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
     """Parse a DICOM file.
 
-    Files without preamble or File Meta (old ACR-NEMA style) are accepted when the parsed data
-    set looks like DICOM (it has a SOP/Study UID, Modality or Pixel Data).
+    The first bytes are checked first (`dicom_io.limits.sniff`): a file that cannot be DICOM is
+    refused after one small read, whatever its size. Files without preamble or File Meta (old
+    ACR-NEMA style) are accepted when the parsed data set looks like DICOM (it has a SOP/Study
+    UID, Modality or Pixel Data). Parsing stops at the first element that cannot occur in a file
+    (`dicom_io.limits.parse_guard`), so zero-filled tails cost milliseconds.
 
     Args:
         path: the file.
@@ -84,30 +88,48 @@ def read(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
         The dataset; pixel data is decoded later by `get_data`.
 
     Raises:
-        DicomReadError: missing file, a folder, not DICOM, or a corrupt/truncated header.
+        DicomReadError: missing file, a folder or other non-regular file, not DICOM, or a
+            corrupt/truncated header.
     """
     p = Path(path)
     if not p.exists():
         raise DicomReadError(p, "file not found", "check the path")
     if p.is_dir():
         raise DicomReadError(p, "is a folder, not a file", "pass a file, or use `medvlm ingest` for folders")
+    if not p.is_file():
+        raise DicomReadError(p, "not a regular file (FIFO, socket or device)", "remove it from the folder")
+    kind = sniff(p)
+    if kind != "dicom":
+        raise DicomReadError(p, f"a {kind.upper()} image, not DICOM", "give PNG/JPEG files a .png/.jpg suffix")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on every oddity; failures are raised below
         try:
-            return pydicom.dcmread(p, stop_before_pixels=stop_before_pixels)
+            return _parse(p, stop_before_pixels, force=False)
         except InvalidDicomError:
             pass
+        except DicomIOError:
+            raise
         except Exception as exc:  # untrusted bytes: any parser failure means a corrupt file
             raise DicomReadError(p, f"corrupt or truncated DICOM header ({type(exc).__name__})", _REEXPORT) from None
         try:
-            ds = pydicom.dcmread(p, stop_before_pixels=stop_before_pixels, force=True)
+            ds = _parse(p, stop_before_pixels, force=True)
             looks_dicom = any(k in ds for k in ("SOPInstanceUID", "StudyInstanceUID", "Modality", "PixelData"))
+        except DicomIOError:
+            raise
         except Exception:  # noqa: BLE001 - forced parsing of arbitrary bytes may fail in any way
             looks_dicom = False
     if not looks_dicom:
         raise DicomReadError(p, "not a DICOM file (no DICM prefix and no DICOM elements)",
                              "remove it from the folder, or convert it to DICOM; PNG/JPEG need a .png/.jpg suffix")
     return ds
+
+
+def _parse(p: Path, stop_before_pixels: bool, force: bool) -> Dataset:
+    """`pydicom.dcmread` with `parse_guard` as the stop condition."""
+    from pydicom.filereader import read_partial
+
+    with p.open("rb") as fh:
+        return read_partial(fh, stop_when=parse_guard(p, stop_before_pixels), force=force)
 
 
 def _transfer_syntax(ds: Dataset, path: str | None) -> UID:
@@ -216,7 +238,8 @@ def header_meta(ds: Dataset, path: str | Path | None = None) -> ImageMeta:
 
 
 def get_data(ds: Dataset, *, window: str = "auto", frame: int = 0, path: str | Path | None = None,
-             fallback: bool = True, fallback_on_error: bool = False) -> tuple[np.ndarray, ImageMeta]:
+             fallback: bool = True, fallback_on_error: bool = False,
+             limits: Limits | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Decode and normalise one frame of a dataset.
 
     Args:
@@ -228,6 +251,7 @@ def get_data(ds: Dataset, *, window: str = "auto", frame: int = 0, path: str | P
         fallback_on_error: also try SimpleITK when pydicom's decoder fails on the data. Off by
             default: on corrupt files GDCM can take seconds to give up, and it rarely succeeds
             where pydicom failed (it does on some header oddities, e.g. pydicom's ``badVR.dcm``).
+        limits: caps checked before decoding (`dicom_io.limits.Limits`); None reads the environment.
 
     Returns:
         (pixels, meta): (H, W) float32 in [0, 1] with 1 = bright (MONOCHROME1 inverted), and
@@ -237,7 +261,9 @@ def get_data(ds: Dataset, *, window: str = "auto", frame: int = 0, path: str | P
         ValueError: unknown `window`.
         DicomReadError: header elements unreadable or no transfer syntax.
         UnsupportedTransferSyntax: no installed decoder for the pixel encoding.
-        PixelDataError: no pixel data, absurd size, bad frame index, or corrupt pixel data.
+        ImageTooLarge: a frame, frame count or compression ratio over `limits` (a PixelDataError).
+        PixelDataError: no pixel data, absurd size, size not matching the bytes, bad frame index,
+            or corrupt pixel data.
     """
     if window not in WINDOWS:
         raise ValueError(f"window must be one of {', '.join(WINDOWS)}; got {window!r}")
@@ -253,6 +279,7 @@ def get_data(ds: Dataset, *, window: str = "auto", frame: int = 0, path: str | P
     if not has_pixels:
         raise PixelDataError(where, "no pixel data (not an image, e.g. a report or RT object)",
                              "keep only image files in the input folder")
+    check_pixel_budget(ds, where, limits)  # from the header, before any decode
     rows, cols = meta.original_shape
     if rows < 1 or cols < 1 or rows * cols * samples * meta.number_of_frames > MAX_PIXELS:
         raise PixelDataError(where, f"implausible image size {rows}x{cols}x{samples}x{meta.number_of_frames}",
@@ -283,7 +310,7 @@ def get_data(ds: Dataset, *, window: str = "auto", frame: int = 0, path: str | P
 
 
 def load_image(path: str | Path, *, window: str = "auto", size: int | None = None,
-               frame: int = 0) -> tuple[np.ndarray, ImageMeta]:
+               frame: int = 0, limits: Limits | None = None) -> tuple[np.ndarray, ImageMeta]:
     """Read a DICOM (or PNG/JPEG) file into model-ready pixels.
 
     Args:
@@ -292,6 +319,7 @@ def load_image(path: str | Path, *, window: str = "auto", size: int | None = Non
         size: if given, resample anti-aliased (SimpleITK) so the long side is `size` and pad the
             short side with zeros (black) to a (size, size) square, aspect kept.
         frame: frame of a multi-frame instance.
+        limits: caps checked before decoding; None reads the environment.
 
     Returns:
         (pixels, meta): (H, W) or (size, size) float32 in [0, 1], and `ImageMeta`
@@ -304,9 +332,9 @@ def load_image(path: str | Path, *, window: str = "auto", size: int | None = Non
     if p.suffix.lower() in IMAGE_SUFFIXES:
         from dicom_io.images import read_image
 
-        pixels, meta = read_image(p, window=window)
+        pixels, meta = read_image(p, window=window, limits=limits)
     else:
-        pixels, meta = get_data(read(p), window=window, frame=frame, path=p)
+        pixels, meta = get_data(read(p), window=window, frame=frame, path=p, limits=limits)
     if size is not None:
         from dicom_io.sitk_reader import resize
 

@@ -11,8 +11,6 @@ Only pydicom is imported here; pynetdicom and dicomweb-client are imported by th
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dicom_io.errors import DicomIOError
+from dicom_io.scan import SkippedEntry, path_key, scan_folder
 
 FOLDER, DICOMWEB, DIMSE = "folder", "dicomweb", "dimse"
 CHEST_MODALITIES = ("CR", "DX")
@@ -65,6 +64,9 @@ class FetchedStudy:
     """Local DICOM files of the study, sorted by path."""
     source: str
     """Which kind of source produced it: ``folder``, ``dicomweb`` or ``dimse``."""
+    skipped: tuple[SkippedEntry, ...] = ()
+    """Entries of the source that were set aside unread (a folder source yields each alone, under
+    ``file-<hash of its relative path>`` and with no files); the job quarantines them."""
 
 
 class StudySource(Protocol):
@@ -97,7 +99,7 @@ def study_key_of(path: Path, root: Path | None = None) -> str:
     if uid:
         return uid
     rel = path.relative_to(root) if root is not None and path.is_relative_to(root) else path
-    return "file-" + hashlib.sha256(rel.as_posix().encode()).hexdigest()[:16]
+    return "file-" + path_key(rel)
 
 
 def group_files(paths: Iterable[Path], source: str, root: Path | None = None) -> list[FetchedStudy]:
@@ -117,17 +119,12 @@ def group_files(paths: Iterable[Path], source: str, root: Path | None = None) ->
     return [FetchedStudy(key, tuple(sorted(files)), source) for key, files in sorted(groups.items())]
 
 
-def _candidate_files(root: Path) -> list[Path]:
-    """Regular files under `root`, skipping hidden files/folders and partial downloads."""
+def skipped_studies(skipped: Iterable[SkippedEntry], source: str, root: Path) -> list[FetchedStudy]:
+    """One `FetchedStudy` per skipped entry (no files; key from its relative path) for the job to record."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith(".") or name.endswith((".part", ".tmp", ".partial")) or name == "DICOMDIR":
-                continue
-            path = Path(dirpath) / name
-            if path.is_file() and not path.is_symlink():
-                out.append(path)
+    for entry in skipped:
+        rel = entry.path.relative_to(root) if entry.path.is_relative_to(root) else entry.path
+        out.append(FetchedStudy("file-" + path_key(rel), (), source, (entry,)))
     return out
 
 
@@ -175,19 +172,26 @@ class FolderSource:
     def studies(self) -> Iterator[FetchedStudy]:
         """Yield the studies of the folder (once, or as they arrive when watching)."""
         if not self.watch:
-            yield from group_files(_candidate_files(self.root), FOLDER, self.root)
+            files, skipped = scan_folder(self.root)
+            yield from group_files(files, FOLDER, self.root)
+            yield from skipped_studies(skipped, FOLDER, self.root)
             return
         yield from self._watch()
 
     def _watch(self) -> Iterator[FetchedStudy]:
         emitted: set[Path] = set()
+        reported: set[tuple[Path, str]] = set()  # skipped entries already handed out
         last_seen: dict[Path, tuple[int, int]] = {}   # path -> (size, mtime_ns) at the previous poll
         last_new = time.monotonic()
         polls = 0
         while True:
             polls += 1
             current: dict[Path, tuple[int, int]] = {}
-            for path in _candidate_files(self.root):
+            files, skipped = scan_folder(self.root)
+            fresh = [e for e in skipped if (e.path, e.code) not in reported]
+            reported.update((e.path, e.code) for e in fresh)
+            yield from skipped_studies(fresh, FOLDER, self.root)
+            for path in files:
                 if path in emitted:
                     continue
                 try:

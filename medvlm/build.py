@@ -16,57 +16,25 @@ checkpoints assembled into one LLaVA model; or an existing LLaVA-style checkpoin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from medvlm.bundle import (  # noqa: F401 - re-exported: the rest of the project imports them from here
+    LANGUAGE_MODEL_PATH,
+    PROJECTOR_PATH,
+    VISION_TOWER_PATH,
+    MedVLM,
+    torch_dtype,
+    unwrap,
+)
 from medvlm.config import DecoderConfig, LoraSettings, ModelConfig, VisionConfig
 from medvlm.errors import ConfigError
+from medvlm.families import FamilySpec, lora_target_regex, own_family
 from medvlm.processor import build_processor, has_cls_token
 from medvlm.tokenizer import image_token_id
 
 if TYPE_CHECKING:
-    import torch
-    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
-LANGUAGE_MODEL_PATH = "language_model"
-VISION_TOWER_PATH = "vision_tower"
-PROJECTOR_PATH = "multi_modal_projector"
-
-
-@dataclass
-class MedVLM:
-    """The model, its processor and the config it was built from, passed around together.
-
-    `model` is a `LlavaForConditionalGeneration`, or a `peft.PeftModel` wrapping one when LoRA is on.
-    """
-
-    model: Any
-    """The LLaVA model (possibly wrapped by peft)."""
-    processor: LlavaProcessor
-    """Image processor + tokenizer + chat template."""
-    config: ModelConfig
-    """The config the model was built from (saved with checkpoints)."""
-
-    @property
-    def tokenizer(self) -> PreTrainedTokenizerBase:
-        """The processor's tokenizer."""
-        return self.processor.tokenizer
-
-    @property
-    def llava(self) -> LlavaForConditionalGeneration:
-        """The underlying `LlavaForConditionalGeneration` (inside the peft wrapper, if any)."""
-        return unwrap(self.model)
-
-    @property
-    def image_seq_length(self) -> int:
-        """Image tokens per view, as the model expects them."""
-        return int(self.llava.config.image_seq_length)
-
-
-def unwrap(model: Any) -> LlavaForConditionalGeneration:
-    """The `LlavaForConditionalGeneration` inside a peft wrapper (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
 
 
 # ---- configs -------------------------------------------------------------------------------
@@ -158,12 +126,6 @@ def build_llava_config(cfg: ModelConfig, vision_config: Any, text_config: Any, i
 # ---- model ---------------------------------------------------------------------------------
 
 
-def _dtype(name: str) -> torch.dtype:
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
-
-
 def _load_vision_tower(path: str) -> Any:
     """Load a vision tower from a local checkpoint; a full CLIP/SigLIP dir gives its vision half."""
     from transformers import AutoConfig, AutoModel
@@ -208,26 +170,24 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = No
         `cfg.lora.r > 0` (call `freeze_for_stage` to pick what trains).
 
     Raises:
-        ConfigError: a missing tokenizer, a checkpoint whose image tokens disagree with the config,
-            or LoRA target modules that match nothing in the decoder.
+        ConfigError: a missing tokenizer, or LoRA target modules that match nothing in the decoder.
+        CheckpointError: `init_from` refused by `medvlm.loading.load_vlm` (family, weights, pickle).
     """
     import torch
     from transformers import LlavaForConditionalGeneration
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # reproducible initialisation without touching the caller's RNG
-        if cfg.init_from is not None:
-            from transformers import AutoProcessor
+        if cfg.init_from is not None:  # any supported family, refused when a weight would stay random
+            from medvlm.loading import load_vlm
 
-            model = LlavaForConditionalGeneration.from_pretrained(
-                cfg.init_from, local_files_only=True, dtype=_dtype(cfg.dtype)
-            )
-            processor = AutoProcessor.from_pretrained(cfg.init_from, local_files_only=True)
-            if int(model.config.image_seq_length) != cfg.image_seq_length:
-                raise ConfigError(
-                    f"{cfg.init_from}: image_seq_length {model.config.image_seq_length} != config's "
-                    f"{cfg.image_seq_length}: set image_size / vision.patch_size to match the checkpoint"
-                )
+            loaded = load_vlm(cfg.init_from, dtype=cfg.dtype, config=cfg, trust_remote_code=cfg.trust_remote_code)
+            if cfg.lora.enabled:
+                from medvlm.adapters import apply_lora as apply_family_lora
+
+                loaded = apply_family_lora(loaded, cfg.lora)
+            loaded.model.train()
+            return loaded
         else:
             if tokenizer is None:
                 raise ConfigError(
@@ -249,7 +209,7 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = No
             if decoder is not None:
                 model.model.language_model.load_state_dict(decoder.base_model.state_dict(), strict=True)
                 model.lm_head.load_state_dict(decoder.get_output_embeddings().state_dict(), strict=True)
-            model = model.to(_dtype(cfg.dtype))
+            model = model.to(torch_dtype(cfg.dtype))
             processor = build_processor(cfg, tokenizer)
         if cfg.lora.enabled:
             model = apply_lora(model, cfg.lora)
@@ -258,22 +218,6 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = No
 
 
 # ---- LoRA and stages -----------------------------------------------------------------------
-
-
-def lora_target_regex(lora: LoraSettings) -> str:
-    """A regex (peft full-matches it against module paths) restricted to the decoder, plus the tower if asked.
-
-    In transformers 5.x the ViT/CLIP/SigLIP attention layers are also called `q_proj`/`v_proj`,
-    so a plain list of names would silently adapt the vision tower too.
-    """
-    parts = []
-    if lora.target_modules:
-        names = "|".join(re.escape(m) for m in lora.target_modules)
-        parts.append(rf".*\.{LANGUAGE_MODEL_PATH}\..*\.(?:{names})")
-    if lora.vision_target_modules:
-        names = "|".join(re.escape(m) for m in lora.vision_target_modules)
-        parts.append(rf".*\.{VISION_TOWER_PATH}\..*\.(?:{names})")
-    return "|".join(f"(?:{p})" for p in parts)
 
 
 def apply_lora(model: Any, lora: LoraSettings) -> Any:
@@ -318,7 +262,7 @@ def adapted_modules(model: Any) -> list[str]:
     ]
 
 
-def freeze_for_stage(model: Any, stage: int) -> tuple[int, int]:
+def freeze_for_stage(model: Any, stage: int, family: FamilySpec | None = None) -> tuple[int, int]:
     """Set `requires_grad` for a training stage.
 
     Stage 1 (projector alignment): only the projector trains. Stage 2 (instruction tuning): the
@@ -327,8 +271,9 @@ def freeze_for_stage(model: Any, stage: int) -> tuple[int, int]:
     phantom demo), whose random embeddings and head LoRA alone cannot fix.
 
     Args:
-        model: the (peft-wrapped) LLaVA model.
+        model: the (peft-wrapped) model.
         stage: 0, 1 or 2.
+        family: where the projector lives (`bundle.family`); default medvlm's own LLaVA.
 
     Returns:
         (trainable parameters, total parameters).
@@ -341,9 +286,10 @@ def freeze_for_stage(model: Any, stage: int) -> tuple[int, int]:
     has_lora = any("lora_" in name for name, _ in model.named_parameters())
     if stage == 2 and not has_lora:
         raise ConfigError("stage 2 needs LoRA adapters: set lora.r > 0")
+    projector = re.compile((family or own_family()).projector)
     trainable = total = 0
     for name, param in model.named_parameters():
-        train = stage == 0 or PROJECTOR_PATH in name or (stage == 2 and "lora_" in name)
+        train = stage == 0 or bool(projector.search(name)) or (stage == 2 and "lora_" in name)
         param.requires_grad_(train)
         total += param.numel()
         trainable += param.numel() if train else 0

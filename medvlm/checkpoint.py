@@ -7,6 +7,7 @@ Layout of one checkpoint directory::
     model.safetensors         base weights (no LoRA)   } LlavaForConditionalGeneration.from_pretrained
     processor / tokenizer files (processor_config.json, tokenizer.json, chat_template.jinja, ...)
     adapter/                  peft LoRA adapter (adapter_config.json, adapter_model.safetensors)
+    findings_head.*           optional findings head on the tower (`medvlm.heads`: safetensors + spec JSON)
     manifest.json             sha256 of every file above + one content hash over all of them
 
 `load_checkpoint` rebuilds everything from the directory alone, refuses pickle-based weight files
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from compliance.clock import sha256_file
-from medvlm.build import MedVLM, unwrap
+from medvlm.bundle import MedVLM, torch_dtype, unwrap
 from medvlm.config import ModelConfig
 from medvlm.errors import CheckpointError, CheckpointIntegrityError, UnsafeCheckpointError
 
@@ -114,7 +115,8 @@ def save_checkpoint(bundle: MedVLM, directory: str | Path, *, overwrite: bool = 
     directory.mkdir(parents=True, exist_ok=True)
 
     (directory / CONFIG_FILE).write_text(
-        json.dumps({"format": FORMAT_VERSION, "model": bundle.config.to_dict()}, indent=2), encoding="utf-8"
+        json.dumps({"format": FORMAT_VERSION, "family": bundle.family.name, "model": bundle.config.to_dict()}, indent=2),
+        encoding="utf-8",
     )
     bundle.processor.save_pretrained(str(directory))
     llava = unwrap(bundle.model)
@@ -123,6 +125,8 @@ def save_checkpoint(bundle: MedVLM, directory: str | Path, *, overwrite: bool = 
         bundle.model.save_pretrained(str(directory / ADAPTER_DIR), safe_serialization=True)
     else:
         llava.save_pretrained(str(directory))
+    if bundle.head is not None:  # the findings head (classification-guided drafting), hashed with the rest
+        bundle.head.save(directory)
     unsafe = [f for f in _files(directory) if f.endswith(PICKLE_SUFFIXES)]
     if unsafe:  # defensive: a library default changing back to pickle must not go unnoticed
         raise UnsafeCheckpointError(f"{directory}: pickle files were written: {unsafe}")
@@ -193,9 +197,9 @@ def load_checkpoint(directory: str | Path, *, merge: bool = False, trainable: bo
     Raises:
         CheckpointError: see `verify_checkpoint` (pickle files, tampering, missing files).
     """
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration
 
-    from medvlm.build import _dtype
+    from medvlm.families import FAMILIES, OWN, get_family
 
     directory = Path(directory)
     verify_checkpoint(directory)
@@ -203,10 +207,19 @@ def load_checkpoint(directory: str | Path, *, merge: bool = False, trainable: bo
     if stored.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{directory / CONFIG_FILE}: format {stored.get('format')} unsupported")
     cfg = ModelConfig.from_dict(stored["model"])
-    model = LlavaForConditionalGeneration.from_pretrained(
-        str(directory), local_files_only=True, use_safetensors=True, dtype=_dtype(cfg.dtype)
-    )
-    processor = AutoProcessor.from_pretrained(str(directory), local_files_only=True)
+    family = FAMILIES[OWN] if stored.get("family", OWN) == OWN else get_family(stored["family"])
+    if family.name == OWN:
+        model = LlavaForConditionalGeneration.from_pretrained(
+            str(directory), local_files_only=True, use_safetensors=True, dtype=torch_dtype(cfg.dtype)
+        )
+        processor = AutoProcessor.from_pretrained(str(directory), local_files_only=True)
+    else:  # a fine-tuned Hugging Face family: its own class and processor (images-only when video-capable)
+        from medvlm.hub_processor import load_processor
+
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(directory), local_files_only=True, use_safetensors=True, dtype=torch_dtype(cfg.dtype)
+        )
+        processor = load_processor(directory, family)
     if (directory / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 
@@ -216,7 +229,10 @@ def load_checkpoint(directory: str | Path, *, merge: bool = False, trainable: bo
         if merge:
             model = model.merge_and_unload()
     model.eval()
-    return MedVLM(model=model, processor=processor, config=cfg)
+    from medvlm.heads import FindingsClassifier
+
+    return MedVLM(model=model, processor=processor, config=cfg, family=family,
+                  source={"path": str(directory), "family": family.name}, head=FindingsClassifier.load(directory))
 
 
 def merge_adapter(bundle: MedVLM) -> MedVLM:
@@ -227,4 +243,6 @@ def merge_adapter(bundle: MedVLM) -> MedVLM:
     """
     if unwrap(bundle.model) is bundle.model:
         return bundle
-    return MedVLM(model=bundle.model.merge_and_unload(), processor=bundle.processor, config=bundle.config)
+    import dataclasses
+
+    return dataclasses.replace(bundle, model=bundle.model.merge_and_unload())

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from medvlm.prompts import sentence_spans
+from medvlm.prompts import report_spans, sentence_spans
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -78,6 +78,8 @@ def sentence_confidences(
     token_ids: Sequence[int],
     token_logprobs: Sequence[float],
     how: str = "mean",
+    *,
+    report: bool = False,
 ) -> tuple[str, list[SentenceConfidence]]:
     """Decode generated tokens and score each sentence.
 
@@ -86,6 +88,8 @@ def sentence_confidences(
         token_ids: generated ids, stop token and padding already removed.
         token_logprobs: log-probability of each id (same length).
         how: "mean" (exp of mean logprob) or "min" (least likely token).
+        report: the text is a drafted report: sections as `prompts.report_spans` splits it (also
+            without headers); else FINDINGS:/IMPRESSION: headers only, other text is "answer".
 
     Returns:
         (decoded text, sentences in order).
@@ -101,7 +105,7 @@ def sentence_confidences(
     ends = token_char_ends(tokenizer, list(token_ids))
     starts = [0, *ends[:-1]]
     out: list[SentenceConfidence] = []
-    for section, lo, hi in section_ranges(text):
+    for section, lo, hi in report_spans(text) if report else section_ranges(text):
         for s, e in sentence_spans(text[lo:hi]):
             s, e = s + lo, e + lo
             lps = [lp for lp, a, b in zip(token_logprobs, starts, ends, strict=True) if a < e and b > s]

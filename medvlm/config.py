@@ -209,7 +209,10 @@ class ModelConfig:
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     """Per-channel normalisation std."""
     init_from: str | None = None
-    """Local directory of an existing LLaVA-style checkpoint (model + processor); overrides vision/decoder."""
+    """Local Hugging Face folder (model + processor) of a supported family (`medvlm.families`) to start
+    from; overrides vision/decoder, and the context check uses its loaded config."""
+    trust_remote_code: bool = False
+    """Allow `init_from`'s own `*.py` model code (MAIRA-2, CheXagent); hashed and checked by `medvlm.loading`."""
     dtype: str = "float32"
     """Weights dtype: float32 or bfloat16 (never float16 on CPU: about 400x slower here)."""
     seed: int = 0
@@ -225,16 +228,19 @@ class ModelConfig:
             raise ConfigError(f"decoder.kind must be one of {DECODER_KINDS}, got {d.kind!r}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if self.image_size < 1 or self.image_size % v.patch_size:
+        # With init_from the checkpoint defines tower, decoder and context: checked against the
+        # loaded config instead (medvlm.loading.check_context), never against the fields below.
+        scratch = self.init_from is None
+        if self.image_size < 1 or (scratch and self.image_size % v.patch_size):
             raise ConfigError(
                 f"image_size={self.image_size} is not a multiple of vision.patch_size={v.patch_size}: "
                 "change image_size or vision.patch_size"
             )
-        if v.path is None and v.hidden_size % v.num_heads:
+        if scratch and v.path is None and v.hidden_size % v.num_heads:
             raise ConfigError(
                 f"vision.hidden_size={v.hidden_size} is not divisible by vision.num_heads={v.num_heads}"
             )
-        if d.path is None:
+        if scratch and d.path is None:
             if d.hidden_size % d.num_heads:
                 raise ConfigError(
                     f"decoder.hidden_size={d.hidden_size} is not divisible by decoder.num_heads={d.num_heads}"

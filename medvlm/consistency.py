@@ -8,6 +8,9 @@ Three checks, each giving zero or more ``Flag``s:
   "unchanged", "interval", "again seen", "previously", "stable" ...) when no prior was given.
 * ``laterality_conflict``: the same observation asserted on different sides (for example a left
   pleural effusion in the findings and a right one in the impression), bilateral excepted.
+* ``head_disagreement`` (only with the findings head's probabilities, ``medvlm.heads``): a finding
+  the head is sure of (p >= ``HEAD_SURE``) that the text does not assert, or a finding (or side)
+  the text asserts that the head finds unlikely (p <= ``HEAD_UNLIKELY``).
 
 Sentence indices count over the findings' sentences first, then the impression's.
 """
@@ -15,6 +18,7 @@ Sentence indices count over the findings' sentences first, then the impression's
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from medvlm.labeler import NEGATIVE, OBSERVATIONS, UNCERTAIN, Mention, label_sentence, split_sentences
@@ -38,6 +42,11 @@ PRIOR_PHRASES: tuple[str, ...] = (
 )
 """Phrases that compare with a prior study (regular expressions over lower-cased text)."""
 
+HEAD_SURE = 0.8
+"""A finding the head gives at least this probability should be in the text."""
+HEAD_UNLIKELY = 0.2
+"""A finding (or side) the text asserts should have more than this probability from the head."""
+
 _PRIOR_RE = re.compile(r"(?<![\w])(?:" + "|".join(f"(?:{p})" for p in PRIOR_PHRASES) + r")(?![\w])")
 
 
@@ -46,7 +55,8 @@ class Flag:
     """One consistency problem in a draft.
 
     Attributes:
-        code: ``"contradiction"``, ``"prior_without_prior"`` or ``"laterality_conflict"``.
+        code: ``"contradiction"``, ``"prior_without_prior"``, ``"laterality_conflict"`` or
+            ``"head_disagreement"``.
         message: a sentence a radiologist can act on (no report text beyond the observation name).
         sentence_indices: the sentences involved (findings first, then impression).
         sentences: those sentences' text, in the same order.
@@ -74,14 +84,17 @@ def _mentions(sentences: list[tuple[str, str]]) -> list[Mention]:
     return mentions
 
 
-def check_consistency(findings: str, impression: str, *, has_prior: bool) -> list[Flag]:
-    """Flag contradictions, comparisons with an absent prior, and conflicting sides in a draft.
+def check_consistency(findings: str, impression: str, *, has_prior: bool,
+                      probabilities: Mapping[str, float] | None = None) -> list[Flag]:
+    """Flag contradictions, comparisons with an absent prior, conflicting sides, and text the head disputes.
 
     Args:
         findings: the FINDINGS section text (may be empty).
         impression: the IMPRESSION section text (may be empty).
         has_prior: whether a prior study was given to the model; when False any comparison
             phrase is flagged.
+        probabilities: the findings head's probability per target (`Draft.findings_probabilities`:
+            observations and "<observation>|<side>"); None or empty skips the head check.
 
     Returns:
         The flags, grouped by check in the order above; an empty list for a consistent draft.
@@ -142,4 +155,38 @@ def check_consistency(findings: str, impression: str, *, has_prior: bool) -> lis
                         obs,
                     )
                 )
+    if probabilities:
+        flags += [flag("head_disagreement", message, indices, obs)
+                  for obs, message, indices in head_disagreements(mentions, probabilities)]
     return flags
+
+
+def head_disagreements(
+    mentions: list[Mention], probabilities: Mapping[str, float]
+) -> list[tuple[str, str, set[int]]]:
+    """(observation, message, sentence indices) where the text and the findings head disagree.
+
+    Missing: the head is sure (p >= HEAD_SURE) and no sentence asserts the observation (a hedged
+    mention counts as not asserted). Unlikely: a sentence asserts it (or a side of it) and the head
+    gives that at most HEAD_UNLIKELY. "No Finding" is left out (it is the absence of the others).
+    """
+    out = []
+    for obs in OBSERVATIONS:
+        p = probabilities.get(obs)
+        if obs == "No Finding" or p is None:
+            continue
+        asserted = [m for m in mentions if m.observation == obs and m.value not in (NEGATIVE, UNCERTAIN)]
+        if p >= HEAD_SURE and not asserted:
+            out.append((obs, f"The image classifier finds {obs} (probability {p:.2f}) but the draft does not "
+                             "report it.", set()))
+        elif asserted and p <= HEAD_UNLIKELY:
+            out.append((obs, f"The draft reports {obs}, which the image classifier finds unlikely (probability "
+                             f"{p:.2f}).", {m.sentence_index for m in asserted}))
+        elif asserted:
+            for side in ("left", "right"):
+                p_side = probabilities.get(f"{obs}|{side}")
+                on_side = {m.sentence_index for m in asserted if m.laterality in (side, "bilateral")}
+                if p_side is not None and on_side and p_side <= HEAD_UNLIKELY:
+                    out.append((obs, f"The draft reports {obs} on the {side}, which the image classifier finds "
+                                     f"unlikely there (probability {p_side:.2f}).", on_side))
+    return out

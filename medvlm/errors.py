@@ -29,3 +29,19 @@ class UnsafeCheckpointError(CheckpointError):
 
 class CheckpointIntegrityError(CheckpointError):
     """A checkpoint file's sha256 differs from its manifest: the checkpoint was modified or corrupted."""
+
+
+class UnsupportedFamilyError(CheckpointError):
+    """A checkpoint's `model_type` is not on the allow-list; the message lists the supported families."""
+
+
+class WeightsMismatchError(CheckpointError):
+    """A checkpoint's weights do not match its architecture (missing, unexpected or mis-shaped tensors)."""
+
+
+class RemoteCodeError(CheckpointError):
+    """A checkpoint needs `trust_remote_code` (its config has an `auto_map`) and the caller did not allow it."""
+
+
+class RemoteCodeChangedError(RemoteCodeError):
+    """A trusted checkpoint's remote code files differ from the hashes recorded on an earlier load."""

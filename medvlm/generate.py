@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medvlm.build import MedVLM
+from medvlm import chat, heads
+from medvlm.bundle import MedVLM
 from medvlm.confidence import SentenceConfidence, sentence_confidences
 from medvlm.config import GenerationSettings
-from medvlm.processor import collate, encode_question, encode_study
 from medvlm.prompts import parse_report
-from medvlm.tokenizer import stop_token_ids
 
 if TYPE_CHECKING:
     import torch
@@ -44,15 +43,18 @@ class Draft:
     """A drafted report."""
 
     findings: str
-    """FINDINGS section ("" if the model wrote none)."""
+    """FINDINGS section (a draft without headers: everything but the impression, see `parse_report`)."""
     impression: str
-    """IMPRESSION section ("" if the model wrote none)."""
+    """IMPRESSION section (without headers: an "Impression:"/"Conclusion:" line or the last sentence)."""
     text: str
-    """The whole generated text."""
+    """The whole generated text, as the model wrote it (what the reviewer sees next to the sections)."""
     sentences: list[SentenceConfidence] = field(default_factory=list)
     """Each sentence with its section and confidence."""
     n_tokens: int = 0
     """Generated tokens (stop token excluded)."""
+    findings_probabilities: dict[str, float] | None = None
+    """The findings head's probability per target (`medvlm.heads`: observations and "<obs>|<side>"), which
+    the prompt also carried; None when the model has no head."""
 
 
 @dataclass(frozen=True)
@@ -71,14 +73,15 @@ def _generate_kwargs(
     bundle: MedVLM, settings: GenerationSettings, min_new_tokens: int | None
 ) -> dict[str, Any]:
     tok = bundle.tokenizer
+    stops = list(chat.turn_format(bundle).stop_token_ids)
     kwargs: dict[str, Any] = {
         "max_new_tokens": settings.max_new_tokens,
         "num_beams": settings.num_beams,
         "do_sample": False,
         "use_cache": True,
         "repetition_penalty": settings.repetition_penalty,
-        "eos_token_id": stop_token_ids(tok),
-        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": stops,
+        "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else stops[0],
     }
     if min_new_tokens:
         kwargs["min_new_tokens"] = min_new_tokens
@@ -116,8 +119,7 @@ def _run_batch(
     """Generate for one batch; per row (generated ids, their log-probabilities), stop token removed."""
     import torch
 
-    tok = bundle.tokenizer
-    batch = collate(encodings, tok.pad_token_id, padding_side="left")
+    batch = chat.collate(bundle, encodings, padding_side="left")
     prompt_len = batch["input_ids"].shape[1]
     kwargs = _generate_kwargs(bundle, settings, min_new_tokens)
     beam = settings.num_beams > 1
@@ -125,9 +127,7 @@ def _run_batch(
     model.eval()
     with torch.inference_mode():
         out = model.generate(
-            input_ids=batch["input_ids"],  # (B, L)
-            attention_mask=batch["attention_mask"],  # (B, L)
-            pixel_values=batch["pixel_values"].to(bundle.llava.dtype),  # (sum V, 3, S, S)
+            **batch,  # input_ids, attention_mask (B, L); pixel_values and the family's extra tensors
             return_dict_in_generate=True,
             output_scores=beam,
             output_logits=not beam,
@@ -136,21 +136,20 @@ def _run_batch(
         return _kept_rows(bundle, out, prompt_len, kwargs["eos_token_id"], beam)
 
 
-def encode_studies(bundle: MedVLM, studies: Sequence[StudyInput]) -> list[dict[str, Any]]:
-    """Encode studies as drafting prompts with the bundle's processor and config (see `encode_study`)."""
-    cfg = bundle.config
+def encode_studies(
+    bundle: MedVLM, studies: Sequence[StudyInput], readings: Sequence[dict[str, float] | None] | None = None
+) -> list[dict[str, Any]]:
+    """Encode studies as drafting prompts for the bundle's family (see `medvlm.chat.encode_study`).
+
+    `readings` (`medvlm.heads.head_readings`; computed here when None) put the head's findings into each prompt.
+    """
+    readings = heads.head_readings(bundle, [s.images for s in studies]) if readings is None else readings
     return [
-        encode_study(
-            bundle.processor,
-            cfg.prompt,
-            s.images,
-            image_seq_length=bundle.image_seq_length,
-            max_views=cfg.max_views,
-            prior_images=s.prior_images,
-            prior_report=s.prior_report,
-            indication=s.indication,
+        chat.encode_study(
+            bundle, s.images, prior_images=s.prior_images, prior_report=s.prior_report, indication=s.indication,
+            findings_hint=heads.findings_hint(r, bundle.head.spec.threshold) if r is not None else None,
         )
-        for s in studies
+        for s, r in zip(studies, readings, strict=True)
     ]
 
 
@@ -176,14 +175,18 @@ def generate_drafts(
         ValueError: a malformed study (see `encode_study`).
     """
     settings = settings or bundle.config.generation
-    encodings = encode_studies(bundle, studies)
+    readings = heads.head_readings(bundle, [s.images for s in studies])
+    encodings = encode_studies(bundle, studies, readings)
     drafts: list[Draft] = []
     for start in range(0, len(encodings), settings.batch_size):
         rows = _run_batch(bundle, encodings[start : start + settings.batch_size], settings, min_new_tokens)
         for ids, lps in rows:
-            text, sentences = sentence_confidences(bundle.tokenizer, ids, lps, settings.sentence_confidence)
+            text, sentences = sentence_confidences(
+                bundle.tokenizer, ids, lps, settings.sentence_confidence, report=True
+            )
             sections = parse_report(text)
-            drafts.append(Draft(sections.findings, sections.impression, text, sentences, len(ids)))
+            drafts.append(Draft(sections.findings, sections.impression, text, sentences, len(ids),
+                                readings[len(drafts)]))
     return drafts
 
 
@@ -220,15 +223,7 @@ def answer_question(
 def _encode_question(
     bundle: MedVLM, images: Sequence[np.ndarray], question: str, history: list[tuple[str, str]] | None
 ) -> dict[str, Any]:
-    return encode_question(
-        bundle.processor,
-        bundle.config.prompt,
-        images,
-        question,
-        image_seq_length=bundle.image_seq_length,
-        max_views=bundle.config.max_views,
-        history=history,
-    )
+    return chat.encode_question(bundle, images, question, history)
 
 
 def _answer(bundle: MedVLM, ids: list[int], lps: list[float], settings: GenerationSettings) -> Answer:
@@ -254,6 +249,7 @@ def _stream(
     from transformers import TextIteratorStreamer
 
     tok = bundle.tokenizer
+    batch = chat.collate(bundle, [enc], padding_side="left")
     streamer = TextIteratorStreamer(
         tok, skip_prompt=True, timeout=timeout_s, skip_special_tokens=True, clean_up_tokenization_spaces=False
     )
@@ -269,9 +265,7 @@ def _stream(
             with torch.inference_mode():
                 outputs.append(
                     model.generate(
-                        input_ids=enc["input_ids"][None],  # (1, L)
-                        attention_mask=enc["attention_mask"][None],  # (1, L)
-                        pixel_values=enc["pixel_values"].to(bundle.llava.dtype),  # (V, 3, S, S)
+                        **batch,  # input_ids (1, L), attention_mask, pixel_values, extras
                         streamer=streamer,
                         return_dict_in_generate=on_done is not None,
                         output_logits=on_done is not None,
@@ -293,7 +287,7 @@ def _stream(
     if on_done is not None:
         with torch.inference_mode():
             ((ids, lps),) = _kept_rows(
-                bundle, outputs[0], enc["input_ids"].shape[0], kwargs["eos_token_id"], beam=False
+                bundle, outputs[0], batch["input_ids"].shape[1], kwargs["eos_token_id"], beam=False
             )
         on_done(ids, lps)
 

@@ -2,7 +2,9 @@
 
 Images come from the DICOM side already normalised: float32 arrays in [0, 1], shape (H, W),
 grayscale. They are resized to `image_size` in float (no 8-bit quantisation), replicated to 3
-channels and normalised with the tower's mean/std; there is no /255 rescale (`do_rescale=False`).
+channels and normalised with the tower's mean/std; medvlm's own processor has no /255 rescale
+(`do_rescale=False`), a pretrained checkpoint's processor gets uint8 (one rescale only).
+Other families encode through `medvlm.chat`, which dispatches here for medvlm's own LLaVA.
 
 A study becomes one `<image>` per view in the chat template; the processor expands each to
 `image_seq_length` placeholder tokens that `LlavaModel` fills with projected image features.
@@ -86,7 +88,11 @@ def resize_float(image: np.ndarray, size: int) -> np.ndarray:
 
 def target_size(processor: LlavaProcessor) -> int:
     """Square edge the tower expects, from the image processor (crop size, else size)."""
-    ip = processor.image_processor
+    return image_target_size(processor.image_processor)
+
+
+def image_target_size(ip: Any) -> int:
+    """Square edge an image processor resizes to (crop size, else size)."""
     for spec in (getattr(ip, "crop_size", None) if getattr(ip, "do_center_crop", False) else None, ip.size):
         if spec is None:
             continue
@@ -115,7 +121,19 @@ def _to_rgb(images: Sequence[np.ndarray], what: str, size: int) -> list[np.ndarr
     return out
 
 
-def _sanitize(text: str | None) -> str | None:
+def _for_processor(images: list[np.ndarray], processor: LlavaProcessor) -> list[np.ndarray]:
+    """[0, 1] floats as the image processor expects them: one rescale only.
+
+    medvlm's own processor does not rescale (`do_rescale=False`) and gets the floats; a pretrained
+    checkpoint's processor (`init_from`) divides by 255 and gets uint8, else a 0-1 ramp would reach
+    the model as a nearly black image.
+    """
+    if not getattr(processor.image_processor, "do_rescale", False):
+        return images
+    return [np.round(img * 255).astype(np.uint8) for img in images]
+
+
+def sanitize(text: str | None) -> str | None:
     """Remove the image placeholder and role markers from free text, so it cannot fake an image or a turn."""
     if text is None:
         return None
@@ -150,7 +168,7 @@ def _encode(
     image_seq_length: int,
 ) -> dict[str, Any]:
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    enc = processor(images=images, text=text, return_tensors="pt", add_special_tokens=False)
+    enc = processor(images=_for_processor(images, processor), text=text, return_tensors="pt", add_special_tokens=False)
     check_image_tokens(enc["input_ids"], len(images), image_seq_length, image_token_id(processor.tokenizer))
     return {
         "input_ids": enc["input_ids"][0],  # (L,)
@@ -169,6 +187,7 @@ def encode_study(
     prior_images: Sequence[np.ndarray] | None = None,
     prior_report: str | None = None,
     indication: str | None = None,
+    findings_hint: str | None = None,
 ) -> dict[str, Any]:
     """Encode one study as a report-drafting prompt (ends with the assistant marker).
 
@@ -181,6 +200,7 @@ def encode_study(
         prior_images: views of a prior study, if any.
         prior_report: the prior study's report.
         indication: clinical indication.
+        findings_hint: the findings head's reading for the prompt (`medvlm.heads.findings_hint`).
 
     Returns:
         dict with `input_ids` (L,), `attention_mask` (L,), `pixel_values` (V + V_prior, 3, S, S).
@@ -202,8 +222,9 @@ def encode_study(
         len(images),
         prompt,
         n_prior_views=len(prior_images),
-        prior_report=_sanitize(prior_report),
-        indication=_sanitize(indication),
+        prior_report=sanitize(prior_report),
+        indication=sanitize(indication),
+        findings_hint=sanitize(findings_hint),
     )
     return _encode(processor, messages, rgb, image_seq_length)
 
@@ -225,8 +246,8 @@ def encode_question(
     """
     if not 1 <= len(images) <= max_views:
         raise ValueError(f"a question needs 1..{max_views} views (max_views), got {len(images)}")
-    clean_history = [(_sanitize(q), _sanitize(a)) for q, a in (history or [])]
-    messages = vqa_messages(len(images), _sanitize(question), prompt, clean_history)
+    clean_history = [(sanitize(q), sanitize(a)) for q, a in (history or [])]
+    messages = vqa_messages(len(images), sanitize(question), prompt, clean_history)
     size = target_size(processor)
     return _encode(processor, messages, _to_rgb(images, "images", size), image_seq_length)
 
@@ -258,7 +279,7 @@ def encode_training_example(
     import torch
 
     tok = processor.tokenizer
-    target = tok(_sanitize(answer) + END_OF_TURN, add_special_tokens=False)["input_ids"]
+    target = tok(sanitize(answer) + END_OF_TURN, add_special_tokens=False)["input_ids"]
     if tok.eos_token_id is not None:
         target = [*target, tok.eos_token_id]
     target_ids = torch.tensor(target, dtype=torch.long)

@@ -28,6 +28,8 @@ CHAT_TEMPLATE = (
 END_OF_TURN = "<|end|>"
 FINDINGS_HEADER = "FINDINGS:"
 IMPRESSION_HEADER = "IMPRESSION:"
+HINT_PREFIX = "Image classifier:"
+"""Starts the prompt line that carries the findings head's reading."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,9 @@ class ReportSections:
     findings: str
     """Text after FINDINGS: (empty when absent)."""
     impression: str
-    """Text after IMPRESSION: (empty when absent)."""
+    """Text after IMPRESSION: / CONCLUSION: (empty when absent)."""
+    headers: bool = True
+    """Whether the text had section headers; False: split by `parse_report`'s fallback (keep the raw text)."""
 
 
 def format_report(findings: str, impression: str) -> str:
@@ -45,24 +49,40 @@ def format_report(findings: str, impression: str) -> str:
     return f"{FINDINGS_HEADER} {findings.strip()}\n{IMPRESSION_HEADER} {impression.strip()}"
 
 
-_SECTION_RE = re.compile(r"(FINDINGS|IMPRESSION)\s*:", re.IGNORECASE)
+# "Impression:" anywhere, or a line that starts with the word alone ("**Conclusion**", "Impression -").
+_WORDS = r"(FINDINGS|IMPRESSIONS?|CONCLUSIONS?)"
+_SECTION_RE = re.compile(rf"\b{_WORDS}\s*\**\s*:|^[ \t#*]*{_WORDS}\b[ \t*]*(?:-|$)", re.IGNORECASE | re.MULTILINE)
+
+
+def report_spans(text: str) -> list[tuple[str, int, int]]:
+    """(section, start, end) character ranges of the findings and impression bodies of a draft.
+
+    Headers (FINDINGS / IMPRESSION / CONCLUSION, with a colon or alone at the start of a line) split
+    the text; text before the first header is findings. Without any header (MedGemma, Qwen write
+    prose) the last sentence is the impression and the rest findings; a single sentence is findings.
+    """
+    matches = list(_SECTION_RE.finditer(text))
+    if not matches:
+        spans = sentence_spans(text)
+        if len(spans) < 2:
+            return [("findings", 0, len(text))] if text.strip() else []
+        return [("findings", 0, spans[-1][0]), ("impression", spans[-1][0], len(text))]
+    ranges, section, pos = [], "findings", 0
+    for match in matches:
+        ranges.append((section, pos, match.start()))
+        word = (match.group(1) or match.group(2)).upper()
+        section, pos = ("findings" if word == "FINDINGS" else "impression"), match.end()
+    ranges.append((section, pos, len(text)))
+    return [r for r in ranges if text[r[1] : r[2]].strip(" \t\n*#")]
 
 
 def parse_report(text: str) -> ReportSections:
-    """Split generated text at FINDINGS: / IMPRESSION: (case-insensitive; a missing header gives "").
-
-    Text before any header counts as findings, so a model that skips the header loses nothing.
-    """
-    findings: list[str] = []
-    impression: list[str] = []
-    current = findings
-    pos = 0
-    for match in _SECTION_RE.finditer(text):
-        current.append(text[pos : match.start()])
-        current = findings if match.group(1).upper() == "FINDINGS" else impression
-        pos = match.end()
-    current.append(text[pos:])
-    return ReportSections(" ".join(" ".join(findings).split()), " ".join(" ".join(impression).split()))
+    """Split generated text into findings and impression (see `report_spans`); whitespace is collapsed."""
+    parts: dict[str, list[str]] = {"findings": [], "impression": []}
+    for section, start, end in report_spans(text):
+        parts[section].append(text[start:end].strip(" \t\n*#"))
+    findings, impression = (" ".join(" ".join(parts[k]).split()) for k in ("findings", "impression"))
+    return ReportSections(findings, impression, headers=bool(_SECTION_RE.search(text)))
 
 
 _SENTENCE_RE = re.compile(r"[^.!?]+(?:[.!?]+|$)")
@@ -95,6 +115,7 @@ def report_messages(
     prior_report: str | None = None,
     indication: str | None = None,
     report: str | None = None,
+    findings_hint: str | None = None,
 ) -> list[dict]:
     """Chat messages asking for a report on `n_views` images (plus an optional prior study).
 
@@ -105,6 +126,8 @@ def report_messages(
         prior_report: the prior study's report text.
         indication: the clinical indication.
         report: the target answer ("FINDINGS: ... IMPRESSION: ..."); adds an assistant turn.
+        findings_hint: the findings head's reading (`medvlm.heads.findings_hint`), e.g. "left pleural
+            effusion"; the model was trained to verbalise it (classification-guided drafting).
 
     Returns:
         Messages for `processor.apply_chat_template`.
@@ -122,6 +145,8 @@ def report_messages(
         content.append(
             {"type": "text", "text": "\nIndication: " + _clip(indication, prompt.indication_max_chars)}
         )
+    if findings_hint:
+        content.append({"type": "text", "text": f"\n{HINT_PREFIX} " + _clip(findings_hint, prompt.indication_max_chars)})
     content.append({"type": "text", "text": "\n" + prompt.report_instruction})
     messages = [
         {"role": "system", "content": [{"type": "text", "text": prompt.system}]},

@@ -38,6 +38,10 @@ def _quiet_libraries() -> None:
 DbOption = Annotated[
     str | None, typer.Option("--db", help="Store URL (default $MEDVLM_DATABASE_URL or sqlite:///var/medvlm.db).")
 ]
+ModelOption = Annotated[str, typer.Option("--model", help="medvlm checkpoint, Hugging Face folder (save_pretrained) "
+                                                           "of a supported family, or models:/medvlm@champion.")]
+TrustOption = Annotated[bool, typer.Option("--trust-remote-code", help="Allow a Hugging Face folder's own *.py "
+                                           "code (MAIRA-2, CheXagent); its hashes are pinned and audited.")]
 
 
 def _fail(exc: Exception) -> None:
@@ -180,13 +184,14 @@ def phantoms(
 def train(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="A recipe YAML from pipelines/configs/.")],
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Run a training recipe (stage 0 contrastive, 1 projector, 2 LoRA), tracked in MLflow. Extra args: key=value."""
     from medvlm.errors import ConfigError
     from pipelines.recipes.train import train_command
 
     try:
-        summary = train_command(config, list(ctx.args))
+        summary = train_command(config, [*ctx.args, *(["model.trust_remote_code=true"] if trust_remote_code else [])])
     except (ConfigError, *_known_errors()) as exc:
         _fail(exc)
     stages = {
@@ -218,27 +223,26 @@ def _fmt(value) -> str:
 
 @app.command()
 def evaluate(
-    model: Annotated[str, typer.Option("--model", help="Checkpoint folder or MLflow URI (models:/medvlm@champion).")],
+    model: ModelOption,
     data: Annotated[Path, typer.Option("--data", help="Folder of DICOM studies with reports.jsonl.")],
     out: Annotated[Path | None, typer.Option("--out", help="Where eval.json / eval.md go.")] = None,
+    register: Annotated[bool, typer.Option(help="Register in MLflow; champion only if it beats both baselines.")] = False,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget per report.")] = None,
+    max_studies: Annotated[int | None, typer.Option(min=1, help="Evaluate at most this many studies.")] = None,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Score a model against the most-common-report and nearest-neighbour baselines on held-out studies."""
     from medvlm.errors import ConfigError
     from pipelines.evaluation.evaluate import evaluate_command
+    from pipelines.evaluation.table import evaluation_output
 
     try:
-        result = evaluate_command(model, data, out)
+        result = evaluate_command(model, data, out, trust_remote_code=trust_remote_code, register=register,
+                                  max_new_tokens=max_new_tokens, max_studies=max_studies)
     except (ConfigError, *_known_errors()) as exc:
         _fail(exc)
-    keys = ("clinical_macro_f1", "clinical_micro_f1", "bleu_4", "rouge_l")
-    table = Table(title=f"evaluate ({result['n_studies']} studies, split {result['split']})")
-    table.add_column("metric")
-    for name in ("model", "most_common", "nearest_neighbour"):
-        table.add_column(name)
-    for key in keys:
-        table.add_row(key, *(_fmt(result[name].get(key)) for name in ("model", "most_common", "nearest_neighbour")))
-    console.print(table)
-    console.print(f"written: {result['eval_md']}")
+    for item in evaluation_output(result):
+        console.print(item, highlight=False)
 
 
 @app.command()
@@ -246,17 +250,22 @@ def dashboard(
     db: DbOption = None,
     port: Annotated[int, typer.Option(help="TCP port.")] = 8501,
     host: Annotated[str, typer.Option(help="Bind address; keep loopback unless behind a TLS proxy.")] = "127.0.0.1",
-    model: Annotated[str | None, typer.Option(help="Model for the Ask page (dir or models:/medvlm@champion).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for the Ask page, as --model of ask (else $MEDVLM_MODEL).")] = None,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Start the review dashboard (Streamlit) on 127.0.0.1 and print its URL; Ctrl-C stops it."""
     from pipelines.launch.dashboard import dashboard_command
 
-    raise typer.Exit(code=dashboard_command(db, port, host, model=model))
+    try:
+        code = dashboard_command(db, port, host, model=model, trust_remote_code=trust_remote_code)
+    except _known_errors() as exc:
+        _fail(exc)
+    raise typer.Exit(code=code)
 
 
 @app.command()
 def draft(
-    model: Annotated[str, typer.Option("--model", help="Checkpoint folder or models:/medvlm@champion.")],
+    model: ModelOption,
     source: Annotated[str, typer.Option("--source", help="FOLDER | folder+watch:FOLDER | dicomweb:URL | "
                                                        "dimse://AET@HOST:PORT?calling=AET&our_port=N")],
     db: DbOption = None,
@@ -269,6 +278,7 @@ def draft(
     work_dir: Annotated[Path, typer.Option(help="Where studies pulled from a PACS are written.")] = Path("var/incoming"),
     watch: Annotated[bool, typer.Option(help="Keep watching a folder source for new studies.")] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (engine ray).")] = None,
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Draft reports for new studies into the review store: each study exactly once, resumable after a crash."""
     from pipelines.drafting.job import draft_command
@@ -276,7 +286,7 @@ def draft(
     try:
         summary = draft_command(model, source, db, workers, engine, lease_seconds, limit, True,
                                 batch_size=batch_size, max_new_tokens=max_new_tokens, work_dir=work_dir,
-                                watch=watch, ray_address=ray_address)
+                                watch=watch, ray_address=ray_address, trust_remote_code=trust_remote_code)
     except _known_errors() as exc:
         _fail(exc)
     _print_summary("draft", summary.as_dict())
@@ -291,28 +301,37 @@ def export(
     sr_out: Annotated[Path | None, typer.Option(help="Also write the SR files here.")] = None,
     include_unsigned: Annotated[bool, typer.Option(help="Also send unsigned drafts (as UNVERIFIED).")] = False,
     resend: Annotated[bool, typer.Option(help="Send again what was already exported (same SR UIDs).")] = False,
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to open a connection to the PACS.")] = 10.0,
+    send_timeout: Annotated[float, typer.Option(help="Seconds for one SR (send and the PACS's answer).")] = 30.0,
+    deadline: Annotated[float, typer.Option(help="Seconds for the whole export; the rest fails.")] = 600.0,
 ) -> None:
-    """Send signed reports back to the PACS as DICOM SR (and FHIR DiagnosticReport JSON)."""
+    """Send signed reports back to the PACS as DICOM SR (and FHIR); exit 1 if any send failed."""
     from pipelines.export.reports import export_command
 
     try:
-        summary = export_command(db, study, sink, fhir_out, include_unsigned, resend=resend, sr_out=sr_out)
+        summary = export_command(db, study, sink, fhir_out, include_unsigned, resend=resend, sr_out=sr_out,
+                                 connect_timeout_s=connect_timeout, send_timeout_s=send_timeout,
+                                 deadline_s=deadline)
     except _known_errors() as exc:
         _fail(exc)
     _print_summary("export", summary.as_dict())
+    if not summary.ok:
+        console.print(f"[bold red]export incomplete[/]: {sum(summary.failed.values())} failed", highlight=False)
+        raise typer.Exit(code=1)
 
 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question about the study.")],
-    model: Annotated[str, typer.Option("--model", help="Checkpoint folder or models:/medvlm@champion.")],
+    model: ModelOption,
     study: Annotated[Path, typer.Option("--study", help="Folder with the study's DICOM files.")],
+    trust_remote_code: TrustOption = False,
 ) -> None:
     """Ask the model a question about a study's images."""
     from pipelines.drafting.ask import ask_command
 
     try:
-        answer = ask_command(model, study, question)
+        answer = ask_command(model, study, question, trust_remote_code=trust_remote_code)
     except _known_errors() as exc:
         _fail(exc)
     typer.echo(answer)
@@ -351,22 +370,25 @@ def audit_verify(
     db: DbOption = None,
     actor: Annotated[str, typer.Option(help="Who is verifying (recorded in the log).")] = "cli",
 ) -> None:
-    """Re-hash the whole audit chain; exit 1 and name the first broken event if it was tampered with."""
-    from compliance.audit import append_event, verify_chain
+    """Verify the audit chain (hashes, keyed MACs, head) and every sign-off; exit 1 naming the first break."""
+    from compliance.audit import AuditError, append_event
     from pipelines.store import open_store
+    from pipelines.store.integrity import check_integrity
 
-    with open_store(db) as store:
-        with store.transaction() as session:
-            result = verify_chain(session)
-        # Reading the audit log is itself an audited event; logged after the check so it cannot mask it.
-        with store.transaction() as session:
-            append_event(session, actor=actor, action="audit.verify", object_type="audit_log",
-                         object_id="chain", outcome="ok" if result.ok else "broken",
-                         details={"checked": result.checked, "broken_at": result.broken_at})
-    if result.ok:
-        _print_summary("audit verify: OK", {"events checked": result.checked, "head hash": result.head_hash[:16]})
+    try:
+        with open_store(db) as store:
+            report = check_integrity(store)
+            # Reading the audit log is itself an audited event; logged after the check so it cannot mask it.
+            with store.transaction() as session:
+                append_event(session, actor=actor, action="audit.verify", object_type="audit_log",
+                             object_id="chain", outcome="ok" if report.ok else "broken",
+                             details={"checked": report.events_checked, "broken": report.broken})
+    except (AuditError, *_known_errors()) as exc:
+        _fail(exc)
+    if report.ok:
+        _print_summary("audit verify: OK", {"events checked": report.events_checked, "head hash": report.head_hash[:16]})
         return
-    console.print(f"[bold red]audit chain BROKEN[/] at event {result.broken_at}: {result.reason}")
+    console.print(f"[bold red]audit chain BROKEN[/] at {report.broken}: {report.reason}", markup=True, highlight=False)
     raise typer.Exit(code=1)
 
 

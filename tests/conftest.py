@@ -13,6 +13,10 @@ import pytest
 from _postgres import start_cluster_or_skip_reason
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The review store signs sign-offs and audit events with this key (never stored in the database);
+# set for the whole session so subprocesses (CLI, Streamlit, workers) inherit it.
+TEST_SIGNING_KEY = "medvlm-tests-only-signing-key-not-a-secret"
+os.environ.setdefault("MEDVLM_SIGNING_KEY", TEST_SIGNING_KEY)
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,19 @@ event changes its hash; deleting or reordering events breaks the ``prev_hash`` l
 
 Anchor. The single row of ``audit_head`` holds the event count and the last ``entry_hash``,
 updated in the same transaction as each append; cutting events off the tail leaves the chain
-itself consistent but no longer matching the head, and ``verify_chain`` reports it. Someone able
-to rewrite both the table and the head can forge a consistent log: export ``chain_head`` to a
-place outside the database (a signed log line, a ticket) to anchor it beyond that.
+itself consistent but no longer matching the head, and ``verify_chain`` reports it. The database
+only lets the head point at the table's last event (triggers, ``audit_head_guard_ddl``).
+
+Keyed MACs. A sha256 chain alone can be recomputed by anyone holding the database file, so each
+event also carries ``entry_mac`` and the head ``head_mac``: HMAC-SHA256 under the server's signing
+key (``$MEDVLM_SIGNING_KEY``, never stored in the database; ``keys``). Inserting, editing,
+reordering or deleting events, or rewriting the head, without the key is detected by
+``verify_chain``. Putting back a whole earlier copy of the database is not: export ``chain_head``
+to a place outside the database (a signed log line, a ticket) to anchor it beyond that.
+
+A broken chain never stops clinical work: ``append_event`` continues from the table's last event
+and, when the head is out of step, first appends an ``audit.alarm`` event (and logs it);
+``verify_chain`` reports the break (from then on, at the alarm). Event time is the store's clock.
 
 Append-only in the database. ``audit_guard_ddl`` returns the triggers that make the database
 refuse UPDATE and DELETE on ``audit_events`` (SQLite ``RAISE(ABORT, ...)``; PostgreSQL a trigger
@@ -24,9 +34,9 @@ through ``pseudonymize`` (HMAC-SHA256 with a key kept by the caller). ``details`
 PHI; ``append_event`` refuses strings that look like DICOM UIDs or person names
 (``AuditPHIError``, naming the key path, never the value).
 
-Modules: ``schema`` (tables, errors, ``AuditEvent``, append-only DDL), ``chain`` (pseudonyms,
-hashing, ``append_event``, the head row), ``verify`` (``verify_chain``, ``read_events``,
-``find_events``, ``count_events``). Import from ``compliance.audit``.
+Modules: ``schema`` (tables, errors, ``AuditEvent``, append-only DDL), ``keys`` (the signing key,
+MACs), ``chain`` (pseudonyms, hashing, ``append_event``, the head row), ``verify``
+(``verify_chain``, ``read_events``, ``find_events``, ``count_events``). Import from ``compliance.audit``.
 
 This package may use SQLAlchemy but no medvlm package (imports go one way, STYLE rule 1).
 """
@@ -40,7 +50,18 @@ from compliance.audit.chain import (
     pseudonym_salt,
     pseudonymize,
 )
+from compliance.audit.keys import (
+    KEY_INFO,
+    SIGNING_KEY_ENV,
+    SigningKeyMissingError,
+    check_key,
+    keyed_mac,
+    load_signing_key,
+    macs_equal,
+    require_key,
+)
 from compliance.audit.schema import (
+    ALARM_ACTION,
     AUDIT_METADATA,
     GENESIS_HASH,
     HEAD_ROW_ID,
@@ -52,13 +73,26 @@ from compliance.audit.schema import (
     audit_events,
     audit_guard_ddl,
     audit_head,
+    audit_head_guard_ddl,
     drop_audit_guard_ddl,
+    drop_audit_head_guard_ddl,
     head_row_values,
 )
 from compliance.audit.verify import count_events, find_events, read_events, verify_chain
 
 __all__ = [
+    "ALARM_ACTION",
     "AUDIT_METADATA",
+    "KEY_INFO",
+    "SIGNING_KEY_ENV",
+    "SigningKeyMissingError",
+    "audit_head_guard_ddl",
+    "check_key",
+    "drop_audit_head_guard_ddl",
+    "keyed_mac",
+    "load_signing_key",
+    "macs_equal",
+    "require_key",
     "GENESIS_HASH",
     "HEAD_ROW_ID",
     "READ_ACTION",

@@ -13,6 +13,7 @@ from compliance.clock import as_utc
 GENESIS_HASH = "0" * 64
 HEAD_ROW_ID = 1
 READ_ACTION = "audit.read"
+ALARM_ACTION = "audit.alarm"  # appended when the head was out of step with the table (see chain)
 
 # The schema is data, not a client: the store copies these tables into its own metadata
 # (``Table.to_metadata``) so one Alembic migration and one ``compare_metadata`` cover everything.
@@ -34,6 +35,7 @@ audit_events = Table(
     Column("adapter_hash", String(128), nullable=True),
     Column("prev_hash", String(64), nullable=False),
     Column("entry_hash", String(64), nullable=False, unique=True),
+    Column("entry_mac", String(64), nullable=True),  # NULL: written without a key (verify reports it)
 )
 
 audit_head = Table(
@@ -43,6 +45,7 @@ audit_head = Table(
     Column("event_count", Integer, nullable=False),
     Column("last_hash", String(64), nullable=False),
     Column("pseudonym_salt", String(64), nullable=False),
+    Column("head_mac", String(64), nullable=True),
 )
 
 
@@ -71,6 +74,8 @@ class AuditEvent:
         adapter_hash: hash of the LoRA adapter involved, if any.
         prev_hash: ``entry_hash`` of the previous event (64 zeros for the first).
         entry_hash: sha256 over the canonical JSON of the fields above.
+        entry_mac: HMAC-SHA256 of ``entry_hash`` under the server's signing key (None when the
+            event was written without a key).
     """
 
     seq: int
@@ -85,6 +90,7 @@ class AuditEvent:
     adapter_hash: str | None
     prev_hash: str
     entry_hash: str
+    entry_mac: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,7 @@ def row_to_event(row: Any) -> AuditEvent:
         adapter_hash=row.adapter_hash,
         prev_hash=row.prev_hash,
         entry_hash=row.entry_hash,
+        entry_mac=getattr(row, "entry_mac", None),
     )
 
 
@@ -158,18 +165,83 @@ def audit_guard_ddl(dialect: str) -> list[str]:
     raise AuditError(f"no append-only guard for dialect {dialect!r}; use sqlite or postgresql")
 
 
+_HEAD_OFF_TAIL = (
+    "NEW.event_count IS DISTINCT FROM (SELECT max(seq) FROM audit_events) "
+    "OR NEW.last_hash IS DISTINCT FROM (SELECT entry_hash FROM audit_events WHERE seq = NEW.event_count) "
+    "OR NEW.id IS DISTINCT FROM OLD.id OR NEW.pseudonym_salt IS DISTINCT FROM OLD.pseudonym_salt"
+)
+
+
+def audit_head_guard_ddl(dialect: str) -> list[str]:
+    """Return the DDL (migration 0002) that pins the head to the table and refuses conflict clauses.
+
+    The head row can only be moved to the last event actually in ``audit_events`` (its ``seq`` and
+    ``entry_hash``); it cannot be deleted, a second one cannot be inserted, and its pseudonym salt
+    never changes. On SQLite an ``INSERT OR REPLACE`` (which deletes the conflicting row without
+    firing DELETE triggers unless ``recursive_triggers`` is on) is refused by BEFORE INSERT triggers
+    that abort when the primary or a unique key already exists.
+
+    Raises:
+        AuditError: for another dialect.
+    """
+    if dialect == "sqlite":
+        off_tail = _HEAD_OFF_TAIL.replace("IS DISTINCT FROM", "IS NOT")
+        return [
+            "CREATE TRIGGER audit_events_no_replace BEFORE INSERT ON audit_events WHEN EXISTS (SELECT 1 FROM "
+            "audit_events WHERE id = NEW.id OR seq = NEW.seq OR entry_hash = NEW.entry_hash) "
+            "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: a conflicting insert is refused'); END",
+            "CREATE TRIGGER audit_head_no_insert BEFORE INSERT ON audit_head WHEN EXISTS (SELECT 1 FROM audit_head) "
+            "BEGIN SELECT RAISE(ABORT, 'audit_head has one row: insert refused'); END",
+            "CREATE TRIGGER audit_head_no_delete BEFORE DELETE ON audit_head "
+            "BEGIN SELECT RAISE(ABORT, 'audit_head has one row: delete refused'); END",
+            f"CREATE TRIGGER audit_head_follows_tail BEFORE UPDATE ON audit_head WHEN {off_tail} "
+            "BEGIN SELECT RAISE(ABORT, 'audit_head can only point at the last audit event'); END",
+        ]
+    if dialect == "postgresql":
+        return [
+            "CREATE OR REPLACE FUNCTION audit_head_guard() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF TG_OP IN ('DELETE', 'TRUNCATE') THEN RAISE EXCEPTION 'audit_head has one row: % refused', TG_OP; "
+            "END IF; "
+            "IF TG_OP = 'INSERT' THEN IF EXISTS (SELECT 1 FROM audit_head) THEN "
+            "RAISE EXCEPTION 'audit_head has one row: insert refused'; END IF; RETURN NEW; END IF; "
+            f"IF {_HEAD_OFF_TAIL} THEN RAISE EXCEPTION 'audit_head can only point at the last audit event'; "
+            "END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER audit_head_guard BEFORE INSERT OR UPDATE OR DELETE ON audit_head "
+            "FOR EACH ROW EXECUTE FUNCTION audit_head_guard()",
+            "CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON audit_head "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit_head_guard()",
+        ]
+    raise AuditError(f"no append-only guard for dialect {dialect!r}; use sqlite or postgresql")
+
+
+def drop_audit_head_guard_ddl(dialect: str) -> list[str]:
+    """Return the DDL that removes the guards of ``audit_head_guard_ddl``."""
+    if dialect == "sqlite":
+        return [f"DROP TRIGGER IF EXISTS {name}" for name in (
+            "audit_events_no_replace", "audit_head_no_insert", "audit_head_no_delete", "audit_head_follows_tail")]
+    if dialect == "postgresql":
+        return [
+            "DROP TRIGGER IF EXISTS audit_head_guard ON audit_head",
+            "DROP TRIGGER IF EXISTS audit_head_no_truncate ON audit_head",
+            "DROP FUNCTION IF EXISTS audit_head_guard()",
+        ]
+    raise AuditError(f"no append-only guard for dialect {dialect!r}; use sqlite or postgresql")
+
+
 def drop_audit_guard_ddl(dialect: str) -> list[str]:
-    """Return the DDL that removes the guards of ``audit_guard_ddl`` (downgrades and tamper tests)."""
+    """Return the DDL that removes every audit guard (downgrades, and tests that play a file holder)."""
     if dialect == "sqlite":
         return [
             "DROP TRIGGER IF EXISTS audit_events_no_update",
             "DROP TRIGGER IF EXISTS audit_events_no_delete",
+            *drop_audit_head_guard_ddl(dialect),
         ]
     if dialect == "postgresql":
         return [
             "DROP TRIGGER IF EXISTS audit_events_no_update_delete ON audit_events",
             "DROP TRIGGER IF EXISTS audit_events_no_truncate ON audit_events",
             "DROP FUNCTION IF EXISTS audit_events_refuse()",
+            *drop_audit_head_guard_ddl(dialect),
         ]
     raise AuditError(f"no append-only guard for dialect {dialect!r}; use sqlite or postgresql")
 

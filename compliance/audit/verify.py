@@ -5,54 +5,84 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from compliance.audit.chain import append_event, chain_head, compute_entry_hash
+from compliance.audit.chain import append_event, compute_entry_hash, head_problem
+from compliance.audit.keys import entry_mac, macs_equal, require_key, session_key
 from compliance.audit.schema import (
+    ALARM_ACTION,
     GENESIS_HASH,
+    HEAD_ROW_ID,
     READ_ACTION,
+    AuditError,
     AuditEvent,
     VerifyResult,
     audit_events,
+    audit_head,
     row_to_event,
 )
 
+_HASHED = tuple(k for k in AuditEvent.__dataclass_fields__ if k not in ("entry_hash", "entry_mac"))
 
-def verify_chain(session: Session) -> VerifyResult:
-    """Re-hash every event in ``seq`` order and check the links and the head anchor.
 
-    Detects an edited event (its hash no longer matches), a deleted or reordered one (a ``seq``
-    gap or a ``prev_hash`` that does not match the event before) and a truncated tail (the head
-    records more events, or another last hash, than the table holds).
+def _event_problem(event: AuditEvent, expected_seq: int, prev: AuditEvent | None, key: bytes) -> str | None:
+    if event.seq != expected_seq:
+        return f"event seq {expected_seq} expected, found seq {event.seq}"
+    if event.prev_hash != (prev.entry_hash if prev else GENESIS_HASH):
+        return f"event {event.seq} does not link to the event before it"
+    if compute_entry_hash(**{k: getattr(event, k) for k in _HASHED}) != event.entry_hash:
+        return f"event {event.seq} was altered: its content no longer matches its hash"
+    if event.entry_mac is None:
+        return f"event {event.seq} carries no MAC (written without the signing key, or inserted by hand)"
+    if not macs_equal(entry_mac(key, event.entry_hash), event.entry_mac):
+        return f"event {event.seq} was forged or rewritten: its MAC does not verify under the signing key"
+    if prev is not None and event.timestamp < prev.timestamp:
+        return f"event {event.seq} is dated before the event before it"
+    if event.action == ALARM_ACTION:
+        return f"event {event.seq} is an alarm: {event.details.get('problem', 'the head was out of step')}"
+    return None
+
+
+def verify_chain(session: Session, key: bytes | None = None) -> VerifyResult:
+    """Re-hash every event, check each MAC and link, and check that the head anchors the last event.
+
+    Detects an edited event (hash or MAC mismatch), an inserted or forged one (no valid MAC without
+    the key), a deleted or reordered one (a ``seq`` gap or a ``prev_hash`` that does not match the
+    event before), a truncated or extended tail and a rewritten head (count, hash or MAC), a
+    backdated event, and an ``audit.alarm`` left by an append that found the head out of step.
+    Never raises on a broken chain: it says where it breaks. Limit: a whole earlier copy of the
+    database put back (rows and head together) verifies; anchor ``chain_head`` outside to catch it.
 
     Args:
         session: an open session; nothing is written.
+        key: the signing key; default the session's (``Session.info``) or ``$MEDVLM_SIGNING_KEY``.
 
     Returns:
         A ``VerifyResult`` naming the first broken event, if any.
+
+    Raises:
+        SigningKeyMissingError: no signing key is configured (nothing could be verified).
+        AuditError: the head row is missing.
     """
-    head_count, head_hash = chain_head(session)
-    rows = session.execute(select(audit_events).order_by(audit_events.c.id)).all()
-    prev_hash = GENESIS_HASH
+    key = require_key(key if key is not None else session_key(session.info))
+    head = session.execute(select(audit_head).where(audit_head.c.id == HEAD_ROW_ID)).one_or_none()
+    if head is None:
+        raise AuditError("audit_head row missing: run the store migrations (upgrade_database)")
+    head_count, head_hash = int(head.event_count), str(head.last_hash)
+    prev: AuditEvent | None = None
     checked = 0
-
-    def broken(seq: int, reason: str) -> VerifyResult:
-        return VerifyResult(False, checked, seq, reason, head_count, head_hash)
-
-    for expected_seq, row in enumerate(rows, start=1):
+    for expected_seq, row in enumerate(session.execute(select(audit_events).order_by(audit_events.c.id)), 1):
         event = row_to_event(row)
-        if event.seq != expected_seq:
-            return broken(expected_seq, f"event seq {expected_seq} expected, found seq {event.seq}")
-        if event.prev_hash != prev_hash:
-            return broken(event.seq, f"event {event.seq} does not link to the event before it")
-        fields = {k: getattr(event, k) for k in AuditEvent.__dataclass_fields__ if k != "entry_hash"}
-        if compute_entry_hash(**fields) != event.entry_hash:
-            return broken(event.seq, f"event {event.seq} was altered: its content no longer matches its hash")
-        prev_hash = event.entry_hash
-        checked += 1
+        problem = _event_problem(event, expected_seq, prev, key)
+        if problem is not None:
+            return VerifyResult(False, checked, expected_seq, problem, head_count, head_hash)
+        prev, checked = event, checked + 1
+    tail_hash = prev.entry_hash if prev else GENESIS_HASH
+    problem = head_problem(head, checked, tail_hash, key)
+    if problem is None:
+        return VerifyResult(True, checked, None, None, head_count, head_hash)
     if checked < head_count:
-        return broken(checked + 1, f"log truncated: head records {head_count} events, table holds {checked}")
-    if checked > head_count or prev_hash != head_hash:
-        return broken(checked, "the last event does not match the head anchor")
-    return VerifyResult(True, checked, None, None, head_count, head_hash)
+        problem = f"log truncated: {problem}"
+    broken_at = checked + 1 if checked < head_count else max(min(checked, head_count + 1), 1)
+    return VerifyResult(False, checked, broken_at, problem, head_count, head_hash)
 
 
 def read_events(

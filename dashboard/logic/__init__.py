@@ -4,7 +4,9 @@ Streamlit files (``dashboard/app.py``, ``dashboard/ui/*``) only render what thes
 (STYLE rule 21) and call them as ``logic.X``; each name is defined in the module named after its
 concern and re-exported here:
 
-- ``session``: the browser session's state (``DashboardSession``, ``init_session``).
+- ``session``: the browser session's state (``DashboardSession``, ``init_session``), log-in with
+  throttling and lockout (``attempt_login``), session rotation and idle timeout, admin unlock.
+- ``errors``: an unexpected error becomes an error id for the page and a PHI-free log line.
 - ``text``: escaping untrusted text for markdown, sentence and flag views, word diffs.
 - ``worklist``: the worklist table and counts.
 - ``study``: one study's detail and images, and the review actions (open, edit, approve, reject),
@@ -16,6 +18,7 @@ Queries and writes all go through ``pipelines.store``; nothing here opens a data
 """
 
 from dashboard.auth import can_sign
+from dashboard.logic.errors import error_message, report_error
 from dashboard.logic.model import (
     MODEL_ENV,
     ModelInfo,
@@ -27,7 +30,19 @@ from dashboard.logic.model import (
     short_model_version,
     stream_model_answer,
 )
-from dashboard.logic.session import PAGES, SESSION_KEY, DashboardSession, init_session
+from dashboard.logic.session import (
+    BAD_CREDENTIALS,
+    PAGES,
+    SESSION_KEY,
+    DashboardSession,
+    LoginResult,
+    attempt_login,
+    end_session,
+    init_session,
+    start_session,
+    touch,
+    unlock_user,
+)
 from dashboard.logic.similar import (
     CaseCandidate,
     SimilarCase,
@@ -83,6 +98,8 @@ from dashboard.logic.worklist import (
 )
 
 __all__ = [
+    "BAD_CREDENTIALS", "LoginResult", "attempt_login", "end_session", "error_message", "report_error",
+    "start_session", "touch", "unlock_user",
     "FLAGGED_CHOICES", "LOW_CONFIDENCE", "MODEL_ENV", "PAGES", "REVIEW_STATES", "SESSION_KEY", "SIGN_MEANING", "SORT_COLUMNS",
     "STUDY_STATUSES", "WORKLIST_LIMIT", "CaseCandidate", "DashboardSession", "DraftView", "FlagView", "ModelInfo",
     "PermissionDenied", "QAView", "ReviewError", "SentenceView", "SignoffView", "SimilarCase", "StreamedAnswer",

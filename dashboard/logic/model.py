@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dashboard.logic.study import QAView, StudyDetail
     from medvlm.build import MedVLM
+    from pipelines.store import Store
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,13 @@ class ModelInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     model_card: str | None = None
+
+
+def audit_alarm_for(store: Store, role: str) -> str | None:
+    """The audit-log alarm sentence for an admin (``pipelines.store.integrity.audit_alarm``); None for others."""
+    from pipelines.store.integrity import audit_alarm
+
+    return audit_alarm(store) if role == "admin" else None
 
 
 _CONTENT_HASH_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -121,15 +129,36 @@ def configured_model(env: Mapping[str, str] | None = None) -> str | None:
     return value or None
 
 
-def load_model(model: str) -> MedVLM:
-    """Load a model bundle from a checkpoint folder or an MLflow ``models:/`` URI.
+def trust_remote_code(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the model folder's own code may run (``medvlm dashboard --trust-remote-code``)."""
+    import os
+
+    from pipelines.launch.dashboard import TRUST_REMOTE_CODE_ENV
+
+    return (os.environ if env is None else env).get(TRUST_REMOTE_CODE_ENV, "").strip() == "1"
+
+
+def load_model(model: str, store: Store | None = None, *, env: Mapping[str, str] | None = None) -> MedVLM:
+    """Load a model bundle: medvlm checkpoint, Hugging Face folder of a supported family, or ``models:/`` URI.
+
+    Remote code runs only with ``$MEDVLM_TRUST_REMOTE_CODE=1``; each such load is recorded in
+    the audit log of `store` (file hashes, family, model version).
 
     Raises:
         pipelines.tracking.registry.RegistryError: the URI or folder does not resolve.
+        medvlm.errors.CheckpointError: the folder is refused (family, weights, pickle, remote code).
     """
+    from medvlm.loading import model_fingerprint
+    from pipelines.store.model_loads import record_remote_code_load
     from pipelines.tracking.registry import load_model as load_registered
 
-    return load_registered(model)
+    bundle = load_registered(model, trust_remote_code=trust_remote_code(env))
+    remote_code = bundle.source.get("remote_code")
+    if remote_code and store is not None:
+        version = model_fingerprint(bundle.source["path"]).model_version
+        record_remote_code_load(store, "dashboard", model_version=version, family=bundle.family.name,
+                                remote_code=remote_code)
+    return bundle
 
 
 def model_images(detail: StudyDetail, size: int | None = None) -> list[Any]:

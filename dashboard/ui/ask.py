@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=1)
-def cached_bundle(model: str) -> MedVLM:
-    """The configured model, loaded once per process (the Study page's image retrieval shares it)."""
-    return logic.load_model(model)
+def cached_bundle(model: str, _store=None) -> MedVLM:  # noqa: ANN001 - `_store` is not hashed by Streamlit
+    """The configured model, loaded once per process (the Study page's image retrieval shares it);
+    a load of trusted remote code is recorded in `_store`'s audit log."""
+    return logic.load_model(model, _store)
 
 
 def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
@@ -31,7 +32,8 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     model = logic.configured_model()
     if model is None:
         st.info("No model is configured for questions, so the model cannot be asked here. "
-                "Set MEDVLM_MODEL to a checkpoint folder or a models:/ URI and restart the dashboard.")
+                "Set MEDVLM_MODEL to a checkpoint folder, a Hugging Face model folder or a models:/ URI and "
+                "restart the dashboard.")
         st.chat_input("Ask a question about this study", key="ask_input", disabled=True)
         return
     question = st.chat_input("Ask a question about this study", key="ask_input", max_chars=500)
@@ -40,7 +42,7 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     with st.chat_message("user"):
         st.markdown(logic.escape_markdown(question))
     try:
-        bundle = cached_bundle(model)
+        bundle = cached_bundle(model, store)
         images = logic.model_images(detail, size=bundle.config.image_size)
     except Exception as exc:  # noqa: BLE001 - show a plain message; never the exception text (may hold paths)
         st.error(f"The model could not answer ({type(exc).__name__}).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import logic
+from dashboard.logic.model import audit_alarm_for
 
 
 @st.cache_data(show_spinner="Asking MLflow…", ttl=300)
@@ -16,6 +17,8 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     """Render the model information of the open study's draft."""
     detail = logic.load_study(store, sess.study_uid)
     st.header("Model")
+    if alarm := audit_alarm_for(store, user.role):  # admins only; the sentence holds no PHI
+        st.error(alarm)
     version = detail.draft.model_version if detail.draft is not None else ""
     st.markdown(f"This study was drafted by model **{logic.escape_markdown(version or 'none')}**.")
     st.caption("AI drafts are suggestions for a radiologist to review; they are not a diagnosis.")

@@ -59,6 +59,7 @@ def _draft(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
     st.markdown("**IMPRESSION**")
     st.markdown(logic.section_markdown(draft.sentences, "impression", draft.flags)
                 or logic.escape_markdown(draft.impression) or "*(none)*")
+    _head_reading(draft.probabilities)
     if draft.flags:
         for flag in draft.flags:
             st.warning(f"**{logic.escape_markdown(flag.code.replace('_', ' '))}**: "
@@ -66,6 +67,23 @@ def _draft(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
                        icon=":material/flag:")
     else:
         st.caption("No consistency flags.")
+
+
+def _head_reading(probabilities: dict[str, float]) -> None:
+    """The image classifier's per-finding probabilities beside the draft (escaped text, never HTML)."""
+    if not probabilities:
+        return
+    from medvlm.heads import probability_rows
+
+    rows = probability_rows(probabilities)
+    with st.expander("Image classifier: per-finding probabilities", expanded=True):
+        if not rows:
+            st.caption("No finding reaches 5%.")
+        for name, p, sides in rows:
+            side = f" ({logic.escape_markdown(sides)})" if sides else ""
+            st.markdown(f"- {logic.escape_markdown(name)}: **{p:.2f}**{side}")
+        st.caption("A finding the classifier is sure of that the text omits, or one the text asserts that it "
+                   "finds unlikely, is raised as a consistency flag below.")
 
 
 @st.cache_resource(max_entries=2)
@@ -85,7 +103,7 @@ def _similar_by_image(store, detail: logic.StudyDetail, model: str) -> list[logi
         st.caption("No other study has a signed report yet, so there is nothing to compare by image.")
         return []
     try:
-        bundle = cached_bundle(model)
+        bundle = cached_bundle(model, store)
         with st.spinner("Comparing frontal images…"):
             cases = logic.similar_cases_by_image(bundle, detail.study_uid, frontal, candidates,
                                                  cache=_embedding_cache(model))

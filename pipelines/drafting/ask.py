@@ -53,27 +53,29 @@ def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "
 
 
 def ask_study(model: str | Path, study_dir: str | Path, question: str,
-              history: list[tuple[str, str]] | None = None) -> Answer:
+              history: list[tuple[str, str]] | None = None, *, trust_remote_code: bool = False) -> Answer:
     """Answer `question` about the study in `study_dir`.
 
     Args:
-        model: checkpoint folder or ``models:/NAME@ALIAS``.
+        model: medvlm checkpoint, Hugging Face folder of an allowed family, or ``models:/NAME@ALIAS``.
         study_dir: the study's folder.
         question: the clinician's question.
         history: earlier (question, answer) turns.
+        trust_remote_code: allow a Hugging Face folder's own code.
 
     Returns:
         `medvlm.generate.Answer` (text, confidence, sentences).
 
     Raises:
         AskError: empty question or unusable study.
+        medvlm.errors.CheckpointError: the model folder is refused (family, weights, pickle, remote code).
     """
     from medvlm.generate import answer_question
     from pipelines.tracking.registry import load_model
 
     if not question.strip():
         raise AskError("the question is empty")
-    bundle = load_model(model, merge=True)
+    bundle = load_model(model, merge=True, trust_remote_code=trust_remote_code)
     images = load_study_images(study_dir, bundle.config.image_size, max_views=bundle.config.max_views)
     return answer_question(bundle, images, question, history)
 
@@ -83,7 +85,7 @@ def format_answer(answer: Answer) -> str:
     return f"{answer.text or '(no answer)'} (confidence {answer.confidence:.2f})"
 
 
-def ask_command(model: str, study_dir: str | Path, question: str) -> str:
+def ask_command(model: str, study_dir: str | Path, question: str, *, trust_remote_code: bool = False) -> str:
     """`medvlm ask --model M --study DIR "question"`: the answer with its confidence, one line.
 
     Raises:
@@ -91,4 +93,4 @@ def ask_command(model: str, study_dir: str | Path, question: str) -> str:
     """
     from pipelines.drafting.ask import ask_study, format_answer
 
-    return format_answer(ask_study(model, study_dir, question))
+    return format_answer(ask_study(model, study_dir, question, trust_remote_code=trust_remote_code))

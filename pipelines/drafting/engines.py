@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import queue as queue_mod
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -67,9 +68,47 @@ class InProcessEngine:
         return []
 
 
+def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """End this (child) process as soon as its parent is gone, even if the parent was SIGKILLed.
+
+    Two guards: on Linux, ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` asks the kernel to kill us when the
+    parent dies (via ctypes: no extra dependency; it fires when the parent's *thread* that started us
+    ends, which is the job's main thread); everywhere, a daemon thread polls ``os.getppid()`` and
+    exits when we were re-parented (this also covers a parent that died before the prctl call).
+    A dead worker's leases are released by the next run at once (`pipelines.store.owners`).
+
+    Args:
+        parent_pid: the pid of the process that started us.
+        poll_s: seconds between two looks at the parent.
+    """
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no libc symbol: the polling thread still guards
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        os._exit(3)  # no cleanup to run: the store's transactions roll back, leases are released later
+
+    if os.getppid() != parent_pid:
+        os._exit(3)
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
 def _worker_main(url: str, audit_key: bytes | None, ident: ModelIdentity, options: DraftOptions, worker_id: str,
-                 threads: int | None, intake_done: Any, events: Any) -> None:
-    """Entry point of a spawned worker process: load the model once, then `worker_loop`."""
+                 threads: int | None, intake_done: Any, events: Any, parent_pid: int | None = None) -> None:
+    """Entry point of a spawned worker process: watch the parent, load the model once, then `worker_loop`."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     bundle = load_bundle(ident, threads)
 
     def on_job(pseudo: str, outcome: str, detail: str) -> None:
@@ -110,7 +149,7 @@ class ProcessEngine:
                 wid = f"draft-{os.getpid()}-{i}"
                 p = ctx.Process(target=_worker_main, name=wid, daemon=True,
                                 args=(url, self.store.audit_key, self.ident, self.options, wid, threads,
-                                      intake_done, events))
+                                      intake_done, events, os.getpid()))
                 p.start()
                 procs.append(p)
             intake(lambda: _drain(events, on_job))
@@ -125,8 +164,8 @@ class ProcessEngine:
                 if p.is_alive():
                     p.terminate()
                     p.join(timeout=5)
-        return [f"worker {p.name} exited with code {p.exitcode}; its leased jobs are taken over when their "
-                "leases expire (run the job again to finish them)" for p in procs if p.exitcode]
+        return [f"worker {p.name} exited with code {p.exitcode}; its leased jobs are released as soon as a "
+                "worker runs again (run the job again to finish them)" for p in procs if p.exitcode]
 
 
 def _drain(events: Any, on_job: ProgressFn, timeout: float | None = None) -> None:

@@ -1,8 +1,9 @@
 """Which model drafts, with which prompt, under which run settings.
 
-The model is a checkpoint folder (or an MLflow URI resolved to one); its model version is the
-manifest's content hash (`medvlm.checkpoint.fingerprint`), the prompt hash is the sha256 of the
-prompt and decoding settings. A job is keyed on (study UID, model version, prompt hash), so
+The model is a medvlm checkpoint or a plain Hugging Face folder of an allowed family (or an MLflow
+URI resolved to one); its model version is `medvlm.loading.model_fingerprint` (a checkpoint's
+manifest hash; a hash over every file of a Hugging Face folder), the prompt hash is the sha256 of
+the family, prompt and decoding settings. Both are read without loading the weights. A job is keyed on (study UID, model version, prompt hash), so
 re-running the job skips studies already drafted and resumes those left queued or leased by a crash.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ class DraftOptions:
     """Sleep this long after claiming each batch, before drafting (tests: reproducible crash points)."""
     threads_per_worker: int | None = None
     """Torch intra-op threads per worker process; None: 1 with several workers, torch's default with one."""
+    trust_remote_code: bool = False
+    """Allow a Hugging Face folder's own code (``--trust-remote-code``); its hashes are pinned for the run."""
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0:
@@ -72,6 +75,10 @@ class ModelIdentity:
         adapter_hash: hash over the LoRA adapter files, or None without an adapter.
         image_size: the model's input edge (images are resized to it when loaded).
         max_views: most views the model takes per study (frontal first, then lateral).
+        family: the model's family (`medvlm.families`; ``medvlm`` for medvlm's own checkpoints).
+        trust_remote_code: the folder's own code may run (``--trust-remote-code``).
+        remote_code: sha256 of each remote code file, pinned when the job started: every worker
+            refuses code that differs (empty without remote code).
     """
 
     checkpoint: str
@@ -80,6 +87,9 @@ class ModelIdentity:
     adapter_hash: str | None
     image_size: int
     max_views: int = 2
+    family: str = "medvlm"
+    trust_remote_code: bool = False
+    remote_code: dict[str, str] = field(default_factory=dict)
 
 
 def _canonical_hash(obj: Any) -> str:
@@ -95,47 +105,124 @@ def generation_settings(cfg: ModelConfig, options: DraftOptions) -> GenerationSe
     return dataclasses.replace(gen, **changes)
 
 
+def _prompt_hash(cfg: ModelConfig, options: DraftOptions, max_views: int, family: str | None = None) -> str:
+    gen = generation_settings(cfg, options)
+    prompt = {
+        "prompt": dataclasses.asdict(cfg.prompt),
+        # batch size changes padding only, not what a study's prompt asks for
+        "generation": {k: v for k, v in dataclasses.asdict(gen).items() if k != "batch_size"},
+        "max_views": max_views,
+    }
+    if family is not None:  # a Hugging Face folder: its chat template renders the same settings differently
+        prompt["family"] = family
+    return _canonical_hash(prompt)
+
+
 def model_identity(checkpoint: str | Path, options: DraftOptions | None = None) -> ModelIdentity:
-    """Read a checkpoint's identity from its manifest and config, without loading the weights.
+    """Read a model folder's identity without loading the weights.
 
     Args:
-        checkpoint: a folder written by `medvlm.checkpoint.save_checkpoint`.
-        options: run options (a `max_new_tokens` override changes the prompt hash).
+        checkpoint: a folder written by `medvlm.checkpoint.save_checkpoint`, or a Hugging Face
+            ``save_pretrained`` folder (model + processor) of an allowed family.
+        options: run options (a `max_new_tokens` override changes the prompt hash;
+            ``trust_remote_code`` allows a folder's own code).
 
     Returns:
         The identity.
 
     Raises:
-        medvlm.errors.CheckpointError: not a checkpoint folder (manifest or config missing).
+        medvlm.errors.CheckpointError: not a usable folder: manifest or config missing, a family
+            off the allow-list, pickle files, remote code without the flag or changed since trusted.
     """
     from medvlm.checkpoint import CONFIG_FILE, MANIFEST_FILE, fingerprint
     from medvlm.config import ModelConfig
     from medvlm.errors import CheckpointError
+    from medvlm.families import FAMILIES, OWN
+    from medvlm.loading import is_medvlm_checkpoint
 
     options = options or DraftOptions()
     folder = Path(checkpoint)
+    if not is_medvlm_checkpoint(folder):
+        return _folder_identity(folder, options)
     try:
         manifest = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
         stored = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{folder}: not a medvlm checkpoint ({type(exc).__name__})") from exc
     cfg = ModelConfig.from_dict(stored["model"])
-    gen = generation_settings(cfg, options)
-    prompt = {
-        "prompt": dataclasses.asdict(cfg.prompt),
-        # batch size changes padding only, not what a study's prompt asks for
-        "generation": {k: v for k, v in dataclasses.asdict(gen).items() if k != "batch_size"},
-        "max_views": cfg.max_views,
-    }
+    family = stored.get("family") or OWN  # another family: a fine-tuned Hugging Face model saved by medvlm
+    max_views = min(cfg.max_views, FAMILIES[family].max_images) if family in FAMILIES else cfg.max_views
     fp = fingerprint(folder, manifest)
     return ModelIdentity(
         checkpoint=str(folder.resolve()),
         model_version=fp.model_version,
-        prompt_hash=_canonical_hash(prompt),
+        prompt_hash=_prompt_hash(cfg, options, max_views, None if family == OWN else family),
         adapter_hash=fp.adapter_hash,
         image_size=int(cfg.image_size),
-        max_views=int(cfg.max_views),
+        max_views=int(max_views),
+        family=str(family or "medvlm"),
+        trust_remote_code=options.trust_remote_code,
     )
+
+
+def _folder_identity(folder: Path, options: DraftOptions) -> ModelIdentity:
+    """A Hugging Face folder's identity: config, processor and file hashes only (no weights loaded).
+
+    Image size and views come from the processor and the family row, with the same `ModelConfig`
+    defaults `medvlm.loading.load_vlm` gives the loaded bundle, so the prompt hash matches what
+    the workers draft with.
+    """
+    from medvlm.config import ModelConfig
+    from medvlm.families import get_family
+    from medvlm.hub_processor import load_processor, nominal_image_size
+    from medvlm.loading import check_folder, model_fingerprint, verify_remote_code
+
+    hf_config = check_folder(folder, trust_remote_code=options.trust_remote_code)
+    spec = get_family(str(hf_config.get("model_type")))
+    remote_code = verify_remote_code(folder) if hf_config.get("auto_map") else {}
+    check_weights(folder, trust_remote_code=options.trust_remote_code)
+    processor = load_processor(folder, spec, trust_remote_code=options.trust_remote_code)
+    cfg = ModelConfig(init_from=str(folder), image_size=nominal_image_size(processor))
+    max_views = min(spec.max_images, cfg.max_views)
+    fp = model_fingerprint(folder)
+    return ModelIdentity(
+        checkpoint=str(folder.resolve()),
+        model_version=fp.model_version,
+        prompt_hash=_prompt_hash(cfg, options, max_views, spec.name),
+        adapter_hash=fp.adapter_hash,
+        image_size=int(cfg.image_size),
+        max_views=int(max_views),
+        family=spec.name,
+        trust_remote_code=options.trust_remote_code,
+        remote_code=remote_code,
+    )
+
+
+def check_weights(folder: str | Path, *, trust_remote_code: bool = False) -> None:
+    """Refuse a Hugging Face folder whose tensors do not match its architecture, without loading them.
+
+    The model is built on the meta device, so only the safetensors headers are read: a job is
+    refused before it queues studies, not later in every worker (`medvlm.loading.load_vlm` checks
+    the same when it loads).
+
+    Raises:
+        medvlm.errors.WeightsMismatchError: a missing, unexpected or mis-shaped tensor.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    from medvlm.errors import WeightsMismatchError
+
+    try:
+        _, info = AutoModelForImageTextToText.from_pretrained(
+            str(folder), device_map="meta", local_files_only=True, use_safetensors=True,
+            trust_remote_code=trust_remote_code, output_loading_info=True)
+    except (RuntimeError, ValueError) as exc:  # transformers raises on a shape mismatch
+        raise WeightsMismatchError(f"{folder}: the weights do not fit the architecture ({type(exc).__name__}). "
+                                   "Re-save the model with save_pretrained") from exc
+    problems = "; ".join(f"{k}: {sorted(v)[:5]}" for k, v in info.items() if v)
+    if problems:
+        raise WeightsMismatchError(f"{folder}: the weights do not match the architecture ({problems}). Refused: "
+                                   "those tensors would be random. Re-save the model with save_pretrained")
 
 
 def author(ident: ModelIdentity) -> str:

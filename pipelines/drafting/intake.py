@@ -2,7 +2,10 @@
 
 Each study from the source is read, gated (chest CR/DX) and normalised file by file
 (`dicom_io.gate.load_chest_image`); bad files are set aside with their typed reason code, and a
-study left without a frontal (PA/AP) image is quarantined in the store with a reason. Good studies
+study left without a frontal (PA/AP) image is quarantined in the store with a reason. Entries the
+source set aside unread (FIFOs, sockets, link loops, links out of the folder, names that are not
+UTF-8: `dicom_io.scan.SkippedEntry`) arrive alone under a ``file-...`` key and are quarantined the
+same way, each with its reason. Good studies
 are recorded (`add_study`, with the accepted files' paths in the study metadata: the export re-reads
 their headers) and queued (`enqueue`, idempotent). A worker later reads the recorded model inputs
 back with `load_study_input`.
@@ -11,7 +14,7 @@ back with `load_study_input`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +26,7 @@ from pipelines.store.jobs import enqueue, job_state
 from pipelines.store.studies import add_study, quarantine_study, set_study_metadata
 
 if TYPE_CHECKING:
+    from dicom_io.scan import SkippedEntry
     from medvlm.generate import StudyInput
 
 FRONTAL_VIEWS = ("PA", "AP")
@@ -65,37 +69,41 @@ class PreparedStudy:
     rejected: tuple[str, ...] = ()
 
 
-def prepare_study(study_key: str, files: Iterable[Path], *, window: str = "auto") -> PreparedStudy:
+def prepare_study(study_key: str, files: Iterable[Path], *, window: str = "auto",
+                  skipped: Sequence[SkippedEntry] = ()) -> PreparedStudy:
     """Read, gate and normalise each file of a study, then choose the model's views.
 
     Args:
         study_key: the source's key of the study.
         files: its local files.
         window: intensity rule for normalisation.
+        skipped: entries the source set aside unread; recorded as rejected with their reason.
 
     Returns:
         The prepared study; ``quarantine_code`` is set when no frontal image was accepted.
     """
     from dicom_io.errors import DicomIOError
     from dicom_io.gate import load_chest_image
+    from dicom_io.scan import printable_name
 
     accepted: list[dict[str, Any]] = []
-    rejected: list[dict[str, str]] = []
+    rejected: list[dict[str, str]] = [{"file": e.name, "code": e.code, "detail": e.detail} for e in skipped]
     seen_sops: set[str] = set()
     for path in sorted(Path(p) for p in files):
+        name = printable_name(path.name)  # names may hold bytes that are not UTF-8
         try:
             _, meta = load_chest_image(path, window=window)
             if meta.sop_uid in seen_sops:
                 raise QuarantineError("duplicate", "same SOP Instance UID as another file of the study")
             seen_sops.add(meta.sop_uid)
         except DicomIOError as exc:
-            rejected.append({"file": path.name, "code": exc.code})
+            rejected.append({"file": name, "code": exc.code})
             continue
         except QuarantineError as exc:
-            rejected.append({"file": path.name, "code": exc.code})
+            rejected.append({"file": name, "code": exc.code})
             continue
         except Exception as exc:  # noqa: BLE001 - untrusted input: any failure sets the file aside
-            rejected.append({"file": path.name, "code": "internal_error", "error": type(exc).__name__})
+            rejected.append({"file": name, "code": "internal_error", "error": type(exc).__name__})
             continue
         accepted.append({"path": str(path.resolve()), "view": meta.view, "series_number": meta.series_number,
                          "instance_number": meta.instance_number})
@@ -111,7 +119,8 @@ def prepare_study(study_key: str, files: Iterable[Path], *, window: str = "auto"
     if frontal is None:
         if not accepted:
             code = Counter(codes).most_common(1)[0][0] if codes else NO_IMAGES
-            msg = f"none of the {len(rejected)} file(s) is a usable chest radiograph"
+            msg = (f"{len(skipped)} entry(ies) set aside unread: {skipped[0].detail}" if skipped and not files
+                   else f"none of the {len(rejected)} file(s) is a usable chest radiograph")
         else:
             code, msg = NO_FRONTAL, f"no PA/AP image among {len(accepted)} accepted image(s)"
         return PreparedStudy(study_key, metadata, code, msg, codes)
@@ -148,14 +157,16 @@ class IntakeStats:
 
 
 def intake_study(store: Store, study_key: str, files: Iterable[Path], ident: ModelIdentity, options: DraftOptions,
-                 *, source: str, stats: IntakeStats, actor: str = "medvlm-draft") -> str:
+                 *, source: str, stats: IntakeStats, actor: str = "medvlm-draft",
+                 skipped: Sequence[SkippedEntry] = ()) -> str:
     """Gate one study and queue it (idempotently). Returns ``queued``, ``resumed``, ``skipped:STATE``
-    or ``quarantined:CODE``."""
+    or ``quarantined:CODE``; `skipped` are entries the source set aside unread (see `prepare_study`)."""
     existing = job_state(store, study_key, ident.model_version, ident.prompt_hash)
     if existing is not None and existing[1] not in ("queued", "leased"):
         stats.skipped[existing[1]] = stats.skipped.get(existing[1], 0) + 1
         return f"skipped:{existing[1]}"
-    prepared = prepare_study(study_key, files, window=options.window)
+    files = list(files)
+    prepared = prepare_study(study_key, files, window=options.window, skipped=skipped)
     if prepared.quarantine_code is not None:
         if existing is not None:  # queued earlier, bad now (files changed): leave it to the worker
             stats.resumed += 1

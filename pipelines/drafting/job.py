@@ -142,7 +142,8 @@ def run_draft_job(model: str | Path, source: Any, *, db: str | None = None, work
                         stats.seen += 1
                     files_by_key.setdefault(key, set()).update(Path(f) for f in fetched.files)
                     outcome = intake_study(store, key, sorted(files_by_key[key]), ident, options, source=label,
-                                           stats=IntakeStats() if repeat else stats)
+                                           stats=IntakeStats() if repeat else stats,
+                                           skipped=getattr(fetched, "skipped", ()))
                     line(store.pseudonym(key)[:12], outcome.replace(":", " ", 1))
                     bar.update(task, total=stats.queued + stats.resumed)
                     tick()
@@ -179,11 +180,12 @@ def draft_command(
     our_port: int = 0,
     watch: bool = False,
     ray_address: str | None = None,
+    trust_remote_code: bool = False,
 ) -> DraftSummary:
     """`medvlm draft --model M --source SRC [--db URL] [--workers N] [--engine local|ray]`.
 
     Args:
-        model: checkpoint folder or ``models:/medvlm@champion``.
+        model: medvlm checkpoint, Hugging Face folder of an allowed family, or ``models:/medvlm@champion``.
         source: a folder, ``dicomweb:URL`` or ``dimse://CALLED_AET@HOST:PORT`` (see
             `pipelines.intake.sources`).
         db: store URL; default ``$MEDVLM_DATABASE_URL`` or ``sqlite:///var/medvlm.db``.
@@ -199,13 +201,15 @@ def draft_command(
         our_port: our C-STORE SCP port for C-MOVE.
         watch: poll a folder source for new files.
         ray_address: Ray cluster address (engine ray); None = a local cluster.
+        trust_remote_code: allow a Hugging Face folder's own code (hashes pinned, audited per worker).
 
     Returns:
         `pipelines.drafting.job.DraftSummary` (``as_dict()`` for printing).
     """
     from pipelines.intake.sources import parse_source
 
-    options = DraftOptions(lease_seconds=lease_seconds, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    options = DraftOptions(lease_seconds=lease_seconds, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           trust_remote_code=trust_remote_code)
     parsed = parse_source(source, work_dir=work_dir, calling_aet=calling_aet, our_port=our_port, watch=watch)
     return run_draft_job(model, parsed, db=db, workers=workers, engine=engine, options=options, limit=limit,
                          progress=progress, ray_address=ray_address)

@@ -34,6 +34,7 @@ from pipelines.drafting.worker import (
     pending_for,
 )
 from pipelines.store import Store, open_store
+from pipelines.store.owners import owner_id
 
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -70,7 +71,8 @@ class DraftActor:
         self.ident, self.options = ident, options
         self.store = open_store(url, migrate=False, audit_key=audit_key)
         self.drafter = ModelDrafter(self.store, load_bundle(ident, threads), ident, options)
-        self.worker_id = f"ray-{os.uname().nodename}-{os.getpid()}"
+        # NAME@HOST#PID: a later run on this host releases the jobs of an actor that died (store.owners)
+        self.worker_id = owner_id("ray")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Claim up to ``len(batch["id"])`` jobs, draft them, return one row per job outcome."""

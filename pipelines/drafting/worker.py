@@ -34,6 +34,7 @@ from pipelines.store.jobs import (
     quarantine,
 )
 from pipelines.store.leases import LeaseKeeper
+from pipelines.store.owners import owner_id, release_dead_leases
 from pipelines.store.studies import get_study_metadata
 
 if TYPE_CHECKING:
@@ -74,7 +75,12 @@ def draft_payload(draft: Draft, ident: ModelIdentity, *, low_confidence: float,
     sentences = [{"text": s.text, "section": s.section, "confidence": round(float(s.confidence), 4),
                   "min_prob": round(float(s.min_prob), 4), "n_tokens": int(s.n_tokens)} for s in draft.sentences]
     flags: dict[str, Any] = {}
-    consistency = check_consistency(draft.findings, draft.impression, has_prior=has_prior)
+    probabilities = getattr(draft, "findings_probabilities", None)
+    if probabilities:  # the findings head's reading, shown beside the draft (not a flag: parse_flags skips it)
+        from pipelines.store.drafts import PROBABILITIES_KEY
+
+        flags[PROBABILITIES_KEY] = dict(probabilities)
+    consistency = check_consistency(draft.findings, draft.impression, has_prior=has_prior, probabilities=probabilities)
     if consistency:
         flags["consistency"] = [{"code": f.code, "message": f.message, "sentence_indices": list(f.sentence_indices),
                                  "observation": f.observation} for f in consistency]
@@ -88,14 +94,20 @@ def draft_payload(draft: Draft, ident: ModelIdentity, *, low_confidence: float,
 
 
 def load_bundle(ident: ModelIdentity, threads: int | None = None) -> MedVLM:
-    """Load the checkpoint for inference (LoRA merged); `threads` caps torch's intra-op threads."""
+    """Load the model folder for inference (LoRA merged); `threads` caps torch's intra-op threads.
+
+    A medvlm checkpoint or a Hugging Face folder (`medvlm.loading.load_model`); remote code must
+    match the hashes the job pinned in `ident` (a file changed since the job started is refused).
+    """
     import torch
 
-    from medvlm.checkpoint import load_checkpoint
+    from medvlm.loading import load_model, load_vlm
 
     if threads:
         torch.set_num_threads(int(threads))
-    return load_checkpoint(ident.checkpoint, merge=True)
+    if ident.remote_code:
+        return load_vlm(ident.checkpoint, trust_remote_code=ident.trust_remote_code, remote_code=ident.remote_code)
+    return load_model(ident.checkpoint, trust_remote_code=ident.trust_remote_code, merge=True)
 
 
 class ModelDrafter:
@@ -111,6 +123,14 @@ class ModelDrafter:
     def __init__(self, store: Store, bundle: MedVLM, ident: ModelIdentity, options: DraftOptions) -> None:
         self.store, self.bundle, self.ident, self.options = store, bundle, ident, options
         self.settings = generation_settings(bundle.config, options)
+        remote_code = bundle.source.get("remote_code")
+        if remote_code:  # trusted third-party code runs in this process: say so in the audit log
+            import os
+
+            from pipelines.store.model_loads import record_remote_code_load
+
+            record_remote_code_load(store, f"draft-worker-{os.getpid()}", model_version=ident.model_version,
+                                    family=bundle.family.name, remote_code=remote_code)
 
     def draft(self, jobs: Sequence[Job]) -> list[Drafted | Exception]:
         """Draft `jobs` in one batched `generate` call (see `Drafter.draft`)."""
@@ -231,7 +251,8 @@ def worker_loop(store: Store, drafter: Drafter, ident: ModelIdentity, worker_id:
         store: the open store.
         drafter: the drafting step (`ModelDrafter` in production).
         ident: model identity (only its jobs are claimed).
-        worker_id: unique worker name (lease owner).
+        worker_id: unique worker name; the lease owner is `pipelines.store.owners.owner_id` of it
+            (``NAME@HOST#PID``).
         options: run options.
         intake_done: an event (threading or multiprocessing) set when intake has queued everything;
             None = already done.
@@ -243,12 +264,15 @@ def worker_loop(store: Store, drafter: Drafter, ident: ModelIdentity, worker_id:
     """
     counts: Counter = Counter()
     batches = 0
+    worker_id = owner_id(worker_id)  # leases name this host and process, so a crash is seen at once
+    release_dead_leases(store, actor=worker_id)  # a killed run's jobs: drafted now, not after their lease
     while max_batches is None or batches < max_batches:
         jobs = claim_batch(store, ident, worker_id, options)
         if not jobs:
             if (intake_done is None or intake_done.is_set()) and pending_for(store, ident) == 0:
                 break
             time.sleep(options.poll_seconds)
+            release_dead_leases(store, actor=worker_id)  # a sibling worker that died meanwhile
             continue
         batches += 1
         counts.update(draft_jobs(store, drafter, ident, jobs, worker_id, options, on_job))

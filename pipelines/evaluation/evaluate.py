@@ -4,7 +4,8 @@ In one run: draft every study of the split with `medvlm.generate.generate_drafts
 (BLEU-1..4, ROUGE-L, clinical P/R/F1 micro + macro over CheXpert's 14 observations through the
 labeler, a per-finding table), and score the baselines on the same studies: the most common
 training report, and nearest-neighbour retrieval of a training report by the checkpoint's pooled
-image embeddings. Optional learned scorers (RadGraph F1, CheXbert F1, GREEN) run only when a user
+image embeddings (the vision tower of medvlm's own model; for a Hugging Face family, whose towers
+take family-specific inputs, a downsampled view of the frontal image). Optional learned scorers (RadGraph F1, CheXbert F1, GREEN) run only when a user
 supplies local weights (environment variables below); otherwise they are listed as skipped with
 the reason. Nothing is downloaded.
 """
@@ -170,13 +171,32 @@ class Evaluation:
         return "\n".join(lines)
 
 
+def _pixel_embeddings(dataset: StudyDataset, side: int = 16) -> Any:
+    """(N, side*side) centred, unit vectors of each study's frontal view resized to `side` px."""
+    import numpy as np
+
+    from medvlm.processor import resize_float
+
+    rows = np.stack([resize_float(dataset.images(i)[0], side).ravel() for i in range(len(dataset))])
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-8)  # (N, side*side)
+
+
 def _embeddings(bundle: MedVLM, dataset: StudyDataset, batch_size: int = 32) -> Any:
-    """(N, D) pooled, unit image embeddings of each study's frontal view, from the bundle's tower."""
+    """(N, D) pooled, unit image embeddings of each study's frontal view, from the bundle's tower.
+
+    A Hugging Face family's tower takes its processor's family-specific inputs (grids, tiles,
+    aspect ratios): the baseline then retrieves by the downsampled frontal image instead.
+    """
     import numpy as np
     import torch
 
+    from medvlm.families import OWN
     from medvlm.retrieval import image_embeddings
     from pipelines.training.examples import pixel_values
+
+    if bundle.family.name != OWN:
+        return _pixel_embeddings(dataset)
 
     device = next(bundle.llava.parameters()).device
     out = []
@@ -269,11 +289,16 @@ def evaluate_checkpoint(
     max_studies: int | None = None,
     batch_size: int = 16,
     tracking_uri: str | None = None,
+    trust_remote_code: bool = False,
+    max_new_tokens: int | None = None,
 ) -> Evaluation:
-    """Resolve `model` (checkpoint folder or `models:/` URI), evaluate it and write eval.json/eval.md."""
+    """Resolve `model` (medvlm checkpoint, Hugging Face folder or `models:/` URI), evaluate it, write eval.json/.md."""
     from pipelines.tracking.registry import load_model
 
-    bundle = load_model(model, tracking_uri=tracking_uri)
+    bundle = load_model(model, tracking_uri=tracking_uri, trust_remote_code=trust_remote_code)
+    if max_new_tokens is not None:
+        bundle.config = dataclasses.replace(bundle.config, generation=dataclasses.replace(
+            bundle.config.generation, max_new_tokens=max_new_tokens))
     evaluation = evaluate_bundle(
         bundle, data_dir, split=split, cache_dir=cache_dir, max_studies=max_studies, batch_size=batch_size
     )
@@ -281,24 +306,56 @@ def evaluate_checkpoint(
     return evaluation
 
 
-def evaluate_command(model: str, data: str | Path, out: str | Path | None = None) -> dict[str, Any]:
-    """`medvlm evaluate --model M --data DIR [--out DIR]`: model vs. baselines on the held-out split.
+def register_evaluated(model: str | Path, evaluation: Evaluation, *, trust_remote_code: bool = False,
+                       tracking_uri: str | None = None) -> dict[str, Any]:
+    """Register an evaluated model folder with its metrics and baselines, then run the release gate.
+
+    Returns:
+        ``{"version", "promoted", "reason"}``.
+    """
+    from pipelines.tracking.registry import promote_if_better, register_checkpoint
+
+    metrics = {k: v for k, v in evaluation.summary.items() if v == v}  # drop NaN
+    version = register_checkpoint(model, metrics, tracking_uri=tracking_uri, baselines=evaluation.baselines,
+                                  trust_remote_code=trust_remote_code, tags={"evaluated_split": evaluation.split})
+    decision = promote_if_better(version.version, tracking_uri=tracking_uri)
+    return {"version": version.version, "promoted": decision.promoted, "reason": decision.reason}
+
+
+def evaluate_command(model: str, data: str | Path, out: str | Path | None = None, *, trust_remote_code: bool = False,
+                     register: bool = False, max_new_tokens: int | None = None,
+                     max_studies: int | None = None) -> dict[str, Any]:
+    """`medvlm evaluate --model M --data DIR [--out DIR] [--register]`: model vs. baselines on the held-out split.
 
     Args:
-        model: a checkpoint folder or an MLflow URI (`models:/medvlm@champion`).
+        model: a medvlm checkpoint, a Hugging Face folder of an allowed family, or an MLflow URI
+            (`models:/medvlm@champion`).
         data: data folder (DICOM + reports.jsonl); its val and test splits are evaluated.
         out: where `eval.json` and `eval.md` go; default `<data>/eval`.
+        trust_remote_code: allow a Hugging Face folder's own code.
+        register: register the folder in MLflow with these metrics and baselines, then run the
+            release gate (a model that does not beat both baselines never becomes champion).
+        max_new_tokens: override of the model's token budget per report.
+        max_studies: evaluate at most this many studies.
 
     Returns:
         `{"model": summary, "most_common": summary, "nearest_neighbour": summary, "n_studies": N,
-        "split": ..., "optional": {...}, "eval_json": path, "eval_md": path}`.
+        "split": ..., "optional": {...}, "eval_json": path, "eval_md": path}`, plus `"registry"`
+        (version, promoted, reason) with `register`.
+
+    Raises:
+        pipelines.tracking.registry.RegistryError: `register` with a `models:/` URI (already registered).
     """
     from pipelines.evaluation.evaluate import evaluate_checkpoint
+    from pipelines.tracking.registry import RegistryError
 
+    if register and str(model).startswith("models:/"):
+        raise RegistryError("--register takes a model folder; a models:/ URI is registered already")
     out = Path(out) if out is not None else Path(data) / "eval"
-    evaluation = evaluate_checkpoint(model, data, out)
+    evaluation = evaluate_checkpoint(model, data, out, trust_remote_code=trust_remote_code,
+                                     max_new_tokens=max_new_tokens, max_studies=max_studies)
     d = evaluation.to_dict()
-    return {
+    result = {
         "model": d["summary"],
         **d["baselines"],
         "n_studies": evaluation.n_studies,
@@ -307,3 +364,6 @@ def evaluate_command(model: str, data: str | Path, out: str | Path | None = None
         "eval_json": str(out / "eval.json"),
         "eval_md": str(out / "eval.md"),
     }
+    if register:
+        result["registry"] = register_evaluated(model, evaluation, trust_remote_code=trust_remote_code)
+    return result

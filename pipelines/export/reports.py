@@ -6,6 +6,12 @@ from the source study's own DICOM headers (their paths were recorded in the stud
 draft time), the verifying observer being the signer. It is sent to the sink, the FHIR resource is
 written, and an audit event ``report.export`` (object: the version id) records the outcome.
 
+A signed version is sent only when its keyed signature verifies (``pipelines.store.signatures``):
+one whose text, sign-off or signature was rewritten is counted as failed (``signature_invalid``)
+and audited, never sent as VERIFIED. Deadlines: ``connect_timeout_s`` per connection,
+``send_timeout_s`` per instance, ``deadline_s`` for the whole run (what is left then is counted as
+failed, ``deadline_exceeded``). ``medvlm export`` exits non-zero when anything failed.
+
 Idempotency: a version with a successful ``report.export`` event is skipped; ``resend`` sends it
 again. The SR's Series/SOP Instance UIDs derive from a hash of (study, version number, content
 hash, verified), so a resend yields the same instance and the PACS keeps one copy, while two
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +34,12 @@ from pipelines.errors import PipelineError
 from pipelines.store import Store
 
 EXPORT_ACTION = "report.export"
+CONNECT_TIMEOUT_S = 10.0
+"""Default bound on opening a connection to the PACS."""
+SEND_TIMEOUT_S = 30.0
+"""Default bound on sending one SR (association or HTTP request and the PACS's answer)."""
+DEADLINE_S = 600.0
+"""Default bound on a whole export run; what is not sent by then is counted as failed."""
 
 
 class ExportError(PipelineError, RuntimeError):
@@ -97,6 +110,11 @@ class ExportSummary:
         """JSON-ready summary."""
         return asdict(self)
 
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed (the CLI exits non-zero otherwise)."""
+        return not self.failed
+
 
 def sr_version_hash(study_uid: str, version: int, content_hash: str, verified: bool) -> str:
     """The hash the SR UIDs derive from: unique per study and version, stable across resends."""
@@ -156,19 +174,32 @@ def _accession(path: Path) -> str | None:
     return value or None
 
 
-def _send(ds: Any, sink: Sink, calling_aet: str, timeout_s: float) -> None:
+def _send(ds: Any, sink: Sink, calling_aet: str, timeout_s: float, connect_timeout_s: float) -> None:
     from dicom_io.sinks import send_cstore, send_stow
 
     if sink.kind == "stow":
-        send_stow(ds, sink.url, timeout_s=timeout_s)
+        send_stow(ds, sink.url, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s)
     elif sink.kind == "cstore":
-        send_cstore(ds, sink.host, int(sink.port), sink.called_aet, calling_aet, timeout_s=timeout_s)
+        send_cstore(ds, sink.host, int(sink.port), sink.called_aet, calling_aet, timeout_s=timeout_s,
+                    connect_timeout_s=connect_timeout_s)
+
+
+def _refusal(store: Store, version: Any, verified: bool, started: float, deadline_s: float) -> str | None:
+    """Why this version must not be sent now (a typed reason code), or None."""
+    from pipelines.store.versions import signoff_failure
+
+    if verified and signoff_failure(store, version.id) is not None:
+        return "signature_invalid"
+    if time.monotonic() - started >= deadline_s:
+        return "deadline_exceeded"
+    return None
 
 
 def export_reports(store: Store, *, sink: Sink, study_uid: str | None = None, fhir_out: Path | None = None,
                    sr_out: Path | None = None, include_unsigned: bool = False, resend: bool = False,
                    actor: str = "medvlm-export", calling_aet: str = "MEDVLM", institution: str | None = None,
-                   timeout_s: float = 30.0) -> ExportSummary:
+                   send_timeout_s: float = SEND_TIMEOUT_S, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                   deadline_s: float = DEADLINE_S) -> ExportSummary:
     """Export signed versions (see the module docstring).
 
     Args:
@@ -182,30 +213,48 @@ def export_reports(store: Store, *, sink: Sink, study_uid: str | None = None, fh
         actor: recorded in the audit log.
         calling_aet: our AE title for C-STORE.
         institution: InstitutionName written into the SR.
-        timeout_s: network timeout per send.
+        send_timeout_s: deadline of one SR's send (association/request and the PACS's answer).
+        connect_timeout_s: deadline of opening a connection.
+        deadline_s: deadline of the whole run; versions not sent by then fail as ``deadline_exceeded``.
 
     Returns:
         Counts, and the files written.
 
     Raises:
-        ExportError: an unknown study.
+        ExportError: an unknown study, or a non-positive timeout.
+        SigningKeyError: a signed version is to be exported and ``$MEDVLM_SIGNING_KEY`` is not set.
     """
     from dicom_io.errors import DicomIOError
     from dicom_io.fhir import build_diagnostic_report
     from dicom_io.sr import build_report_sr
+    from pipelines.store.versions import SigningKeyError
 
+    for name, value in (("send timeout", send_timeout_s), ("connect timeout", connect_timeout_s),
+                        ("deadline", deadline_s)):
+        if not value > 0:
+            raise ExportError(f"the {name} must be a positive number of seconds, got {value}")
+    started = time.monotonic()
     exported, skipped, failed = 0, 0, {}
     fhir_files: list[str] = []
     sr_files: list[str] = []
     for folder in (fhir_out, sr_out):
         if folder is not None:
             Path(folder).mkdir(parents=True, exist_ok=True)
-    for version in _candidates(store, study_uid, include_unsigned):
+    candidates = _candidates(store, study_uid, include_unsigned)
+    if store.signing_key is None and any(v.status == "signed" for v in candidates):
+        raise SigningKeyError()
+    for version in candidates:
         verified = version.status == "signed"
         if not resend and _already_exported(store, version.id):
             skipped += 1
             continue
         base = {"sink": sink.kind, "verified": verified, "version": version.version}
+        refusal = _refusal(store, version, verified, started, deadline_s)
+        if refusal is not None:
+            failed[refusal] = failed.get(refusal, 0) + 1
+            _record(store, actor, version.id, "refused" if refusal == "signature_invalid" else "failed",
+                    {**base, "code": refusal})
+            continue
         stem = f"{store.pseudonym(version.study_uid).replace(':', '-')}-v{version.version}"
         when = version.signoff.signed_at if verified else version.created_at
         observer = version.signoff.signer if verified else None
@@ -216,7 +265,8 @@ def export_reports(store: Store, *, sink: Sink, study_uid: str | None = None, fh
                 raise _Missing
             ds = build_report_sr(files, version.findings, version.impression, verifying_observer=observer,
                                  verified=verified, signed_at=when, version_hash=vhash, institution=institution)
-            _send(ds, sink, calling_aet, timeout_s)
+            left = deadline_s - (time.monotonic() - started)
+            _send(ds, sink, calling_aet, max(0.1, min(send_timeout_s, left)), connect_timeout_s)
             if sr_out is not None:
                 path = Path(sr_out) / f"{stem}.dcm"
                 ds.save_as(path, enforce_file_format=True)
@@ -259,6 +309,9 @@ def export_command(
     sr_out: Path | None = None,
     calling_aet: str = "MEDVLM",
     actor: str = "cli",
+    send_timeout_s: float = SEND_TIMEOUT_S,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    deadline_s: float = DEADLINE_S,
 ) -> Any:
     """`medvlm export [--study UID|all] --sink stow:URL|cstore://AET@HOST:PORT [--fhir-out DIR]`.
 
@@ -272,9 +325,12 @@ def export_command(
         sr_out: folder for copies of the SR files.
         calling_aet: our AE title for C-STORE.
         actor: recorded in the audit log.
+        send_timeout_s: deadline of one SR's send.
+        connect_timeout_s: deadline of opening a connection.
+        deadline_s: deadline of the whole run.
 
     Returns:
-        `pipelines.export.reports.ExportSummary`.
+        `pipelines.export.reports.ExportSummary` (``ok`` False when any version failed).
     """
     from pipelines.export.reports import export_reports, parse_sink
     from pipelines.store import open_store
@@ -284,4 +340,5 @@ def export_command(
     with open_store(db) as store:
         return export_reports(store, sink=parsed, study_uid=study_uid, fhir_out=fhir_out, sr_out=sr_out,
                               include_unsigned=include_unsigned, resend=resend, actor=actor,
-                              calling_aet=calling_aet)
+                              calling_aet=calling_aet, send_timeout_s=send_timeout_s,
+                              connect_timeout_s=connect_timeout_s, deadline_s=deadline_s)

@@ -2,7 +2,7 @@
 
 Output layout (no PHI in any name; files are named by their NEW UIDs):
 
-    OUT/<new study_uid>/<new sop_uid>.dcm   de-identified instances, pixel data byte-identical
+    OUT/<new study_uid>/<new sop_uid>.dcm   de-identified instances, pixel data rebuilt (dicom_io.deid_pixels)
     OUT/deid_manifest.json                  recipe name, version and SHA-256; counts; outputs
     OUT/failed.jsonl                        one record per file that could not be de-identified
     OUT/needs_pixel_review.jsonl            outputs whose pixels may hold burned-in text
@@ -22,12 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pydicom
-from pydicom.errors import InvalidDicomError
-
 from compliance.deid_recipe import Recipe, load_recipe
 from dicom_io.deid import deidentify, load_key
 from dicom_io.errors import DeidentificationError, DicomIOError, DicomReadError
+from dicom_io.reader import read
 
 MANIFEST_NAME = "deid_manifest.json"
 FAILED_NAME = "failed.jsonl"
@@ -164,11 +162,7 @@ def _list_files(src: Path, out: Path) -> list[Path]:
 
 def _deid_one(path: Path, out: Path, recipe: Recipe, key: bytes, outputs: dict[Path, Path]) -> tuple[Path, tuple[str, ...]]:
     """Read, de-identify and write one file; returns the output path and its pixel-review flags."""
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise DicomReadError(path, f"not readable as DICOM ({type(exc).__name__})",
-                             "check the file is a complete DICOM Part 10 file") from None
+    ds = read(path)  # the head is checked first: junk of any size costs one small read
     if getattr(ds, "file_meta", None) is None or "TransferSyntaxUID" not in ds.file_meta:
         raise DicomReadError(path, "no file meta / transfer syntax", "only DICOM Part 10 files are supported")
     result = deidentify(ds, recipe, key, path=path)
@@ -181,7 +175,7 @@ def _deid_one(path: Path, out: Path, recipe: Recipe, key: bytes, outputs: dict[P
                                 "give each instance its own SOPInstanceUID")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".dcm.tmp")
-    new.save_as(tmp, enforce_file_format=True)  # transfer syntax and pixel bytes as read: no re-encoding
+    new.save_as(tmp, enforce_file_format=True)  # pixel data as rebuilt by deidentify
     os.replace(tmp, target)
     return target, result.flags
 

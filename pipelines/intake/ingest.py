@@ -9,7 +9,9 @@ so a re-run overwrites instead of duplicating, and records of files that now pas
 Outputs are rewritten atomically (temporary file + rename): running twice gives identical
 files. Two files with the same SOP Instance UID: the first in sorted path order is kept, the
 other is quarantined as ``duplicate``. Hidden files, ``DICOMDIR`` and the output folder (when it
-lies inside SRC) are not read.
+lies inside SRC) are not read. Entries that are not regular files inside SRC (FIFOs, sockets, device
+files, link loops, links out of SRC, folders named ``*.dcm``) and names that are not UTF-8 are never
+opened: each gets a quarantine record with its reason (`dicom_io.scan.scan_folder`), without a copy.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from dicom_io.errors import DicomIOError
 from dicom_io.gate import load_chest_image
 from dicom_io.normalise import WINDOWS
+from dicom_io.scan import SkippedEntry, printable_name, scan_folder
 from dicom_io.study import DuplicateInstance, ImageMeta, group_studies
 from pipelines.errors import PipelineError
 
@@ -43,7 +45,7 @@ class IngestSummary:
     """Counts of one ingest run."""
 
     files_seen: int
-    """Files walked (hidden files, DICOMDIR and the output folder excluded)."""
+    """Entries walked (hidden files, DICOMDIR and the output folder excluded), set-aside ones included."""
     images_accepted: int
     """Images written to studies.jsonl."""
     studies: int
@@ -59,27 +61,15 @@ class IngestSummary:
                 "quarantined": self.quarantined, "by_reason": dict(sorted(self.by_reason.items()))}
 
 
-def _walk(src: Path, out: Path) -> list[Path]:
-    """Files under `src`, sorted, without hidden files, DICOMDIR and anything under `out`."""
-    out_resolved = out.resolve()
-
-    def visit(folder: Path) -> Iterator[Path]:
-        for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                if entry.resolve() != out_resolved:
-                    yield from visit(entry)
-            elif entry.is_file() and entry.name.upper() != "DICOMDIR":
-                yield entry
-
+def _walk(src: Path, out: Path) -> tuple[list[Path], list[SkippedEntry]]:
+    """Files under `src` and the entries set aside (see `dicom_io.scan.scan_folder`); `out` is not walked."""
     if src.is_file():
-        return [src]
-    return list(visit(src))
+        return [src], []
+    return scan_folder(src, exclude=[out], skip_partial=False)
 
 
 def _stable_name(relative: str) -> str:
-    return hashlib.sha256(relative.encode("utf-8")).hexdigest()[:20]
+    return hashlib.sha256(os.fsencode(relative)).hexdigest()[:20]
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -103,10 +93,9 @@ def _link_atomic(source: Path, target: Path) -> None:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root).as_posix()
-    except ValueError:
-        return path.name
+    """`path` relative to `root` (links not resolved: a skipped entry may be a link loop)."""
+    absolute = Path(os.path.abspath(path))
+    return absolute.relative_to(root).as_posix() if absolute.is_relative_to(root) else path.name
 
 
 def _quarantine_record(exc: BaseException, path: Path, relative: str) -> dict[str, Any]:
@@ -116,8 +105,8 @@ def _quarantine_record(exc: BaseException, path: Path, relative: str) -> dict[st
         record = {"code": "internal_error", "error": type(exc).__name__, "path": None,
                   "detail": "unexpected error while ingesting this file",
                   "hint": "report it to the maintainers (send the error type, not the file)"}
-    record["path"] = str(path.resolve())
-    record["relative_path"] = relative
+    record["path"] = printable_name(path.resolve())
+    record["relative_path"] = printable_name(relative)
     return record
 
 
@@ -148,13 +137,16 @@ def run_ingest(src: Path, out: Path, *, window: str = "auto", progress: bool = T
     if window not in WINDOWS:
         raise IngestError(f"--window must be one of {', '.join(WINDOWS)}; got {window!r}")
     root = src.resolve() if src.is_dir() else src.resolve().parent
-    files = _walk(src, out)
+    files, skipped = _walk(src, out)
     quarantine = out / QUARANTINE_DIR
     (quarantine / "files").mkdir(parents=True, exist_ok=True)
 
     accepted: dict[str, ImageMeta] = {}
     kept_from: dict[str, str] = {}
-    records: dict[str, tuple[dict[str, Any], Path]] = {}
+    records: dict[str, tuple[dict[str, Any], Path | None]] = {}
+    for entry in skipped:
+        relative = _relative(entry.path, root)
+        records[_stable_name(relative)] = ({**entry.as_record(), "relative_path": printable_name(relative)}, None)
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
         task = bar.add_task("ingest", total=len(files))
@@ -175,13 +167,14 @@ def run_ingest(src: Path, out: Path, *, window: str = "auto", progress: bool = T
     lines = [json.dumps(study.to_dict(root=root), sort_keys=True) for study in studies]
     _write_atomic(out / STUDIES_FILE, "".join(line + "\n" for line in lines))
     for name, (record, path) in sorted(records.items()):
-        stored = f"{name}{path.suffix.lower()}"
-        _link_atomic(path, quarantine / "files" / stored)
-        record["stored_file"] = f"files/{stored}"
+        if path is not None:  # set-aside entries (FIFOs, links ...) are never opened, so never copied
+            stored = f"{name}{printable_name(path.suffix.lower())}"
+            _link_atomic(path, quarantine / "files" / stored)
+            record["stored_file"] = f"files/{stored}"
         _write_atomic(quarantine / f"{name}.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
     _remove_stale(quarantine, set(records))
     by_reason = Counter(record["code"] for record, _ in records.values())
-    return IngestSummary(files_seen=len(files), images_accepted=len(accepted), studies=len(studies),
+    return IngestSummary(files_seen=len(files) + len(skipped), images_accepted=len(accepted), studies=len(studies),
                          quarantined=len(records), by_reason=dict(by_reason))
 
 

@@ -16,6 +16,11 @@ cardiopulmonary abnormality." vs "Normal chest."), and the identity would push t
 Measured on 200 phantom reports: at t = 0.02, 81% of each row's target mass falls on studies with
 the same findings.
 
+The tower is the model's own: with `model.init_from` the loaded checkpoint's tower (never a fresh
+one), else the tower `build_model` would build. A family whose tower does not pool one image into
+one embedding (Qwen2-VL, Idefics3/SmolVLM, Mllama: `CONTRASTIVE_TOWERS`) skips the stage with the
+reason logged and recorded in the run summary.
+
 Outputs: `vision_tower.safetensors` (the adapted tower, loaded by stages 1/2 through
 `vision_init`) and `report_index/`, a `medvlm.retrieval.ReportIndex` of the training reports keyed
 by the tower's pooled image embeddings (similar prior cases; the nearest-neighbour baseline).
@@ -29,13 +34,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medvlm.config import ModelConfig
 from pipelines.training.config import TrainConfig, config_from_argv
-from pipelines.training.examples import augmented_views, pixel_values
+from pipelines.training.examples import TowerInput, augmented_views, pixel_values
 from pipelines.training.loop import StageResult, run_loop
 from pipelines.training.runtime import Runtime, wrap_ddp
 from pipelines.training.sampling import sample_seed
@@ -48,21 +54,54 @@ if TYPE_CHECKING:
 
 STAGE = "contrastive"
 INDEX_DIR = "report_index"
+logger = logging.getLogger(__name__)
 
 
-def build_tower(cfg: ModelConfig) -> Any:
-    """The vision tower exactly as `build_model` would create it (same class, same init seed), so
-    its weights load strictly into the LLaVA model later."""
+CONTRASTIVE_TOWERS = ("vit", "clip_vision_model", "siglip_vision_model", "dinov2")
+"""Tower types stage 0 adapts: one (3, S, S) image in, one pooled embedding out (CLS or SigLIP's pooling).
+Towers of patch sequences (Qwen2-VL), tiles (Mllama) or patch masks (Idefics3) have no such embedding."""
+
+
+def skip_reason(cfg: ModelConfig) -> str | None:
+    """Why stage 0 cannot run on `cfg.init_from`'s tower (read from its config.json), or None when it can."""
+    if cfg.init_from is None:
+        return None
+    hf_config = json.loads((Path(cfg.init_from) / "config.json").read_text(encoding="utf-8"))
+    kind = (hf_config.get("vision_config") or {}).get("model_type")
+    if kind in CONTRASTIVE_TOWERS:
+        return None
+    return (f"stage 0 (contrastive) skipped: the {hf_config.get('model_type')} vision tower ({kind}) does not pool "
+            "one image into one embedding; the next stages start from the checkpoint's own tower")
+
+
+def build_tower(cfg: ModelConfig) -> tuple[Any, TowerInput]:
+    """The vision tower stage 0 adapts, and how images become its input.
+
+    With `init_from` it is the loaded model's own tower (a Hugging Face folder's or a medvlm
+    checkpoint's), so stage 0 adapts the pretrained weights; else the tower exactly as `build_model`
+    would create it (same class, same init seed), so its weights load strictly into the model later.
+
+    Returns:
+        (tower module, `TowerInput` with the tower's image size and the processor's mean/std).
+    """
     import torch
     from transformers import AutoModel
 
     from medvlm.build import _load_vision_tower, build_vision_config
+    from pipelines.training.bundles import load_pretrained, tower_module
 
+    if cfg.init_from is not None:
+        bundle = load_pretrained(cfg)
+        tower = tower_module(bundle)
+        ip = bundle.processor.image_processor
+        spec = TowerInput(int(tower.config.image_size), tuple(ip.image_mean), tuple(ip.image_std))
+        return tower, spec
+    spec = TowerInput(cfg.image_size, cfg.image_mean, cfg.image_std)
     if cfg.vision.path:
-        return _load_vision_tower(cfg.vision.path)
+        return _load_vision_tower(cfg.vision.path), spec
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return AutoModel.from_config(build_vision_config(cfg.vision, cfg.image_size))
+        return AutoModel.from_config(build_vision_config(cfg.vision, cfg.image_size)), spec
 
 
 def text_embeddings(texts: list[str], encoder_dir: str | None, batch_size: int = 64) -> Any:
@@ -143,7 +182,11 @@ def run_contrastive(
     ccfg = cfg.contrastive
     texts = [r.report for r in dataset.records]
     text = text_embeddings(texts, ccfg.text_encoder)  # (N, T), frozen
-    model = ContrastiveModel.build(build_tower(cfg.model), text.shape[1], ccfg.temperature, ccfg.text_head, cfg.seed,
+    tower, spec = build_tower(cfg.model)
+    tower.requires_grad_(True)
+    if cfg.gradient_checkpointing and getattr(tower, "supports_gradient_checkpointing", False):
+        tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = ContrastiveModel.build(tower, text.shape[1], ccfg.temperature, ccfg.text_head, cfg.seed,
                                    target_temperature=ccfg.target_temperature)
     model.to(rt.device).train()
     augment = build_train_transforms(cfg.data.augment, cfg.model.image_size, seed=cfg.seed)
@@ -154,7 +197,7 @@ def run_contrastive(
         frontal = [
             augmented_views(dataset.images(i)[:1], augment, sample_seed(cfg.seed, step, i))[0] for i in indices
         ]
-        pv = pixel_values(frontal, cfg.model).to(rt.device)
+        pv = pixel_values(frontal, spec).to(rt.device)
         return forward(pv, text[indices].to(rt.device))
 
     result = run_loop(
@@ -187,7 +230,7 @@ def run_contrastive(
 
             for start in range(0, len(dataset), 32):
                 frontal = [dataset.images(i)[0] for i in range(start, min(len(dataset), start + 32))]
-                embs.append(image_embeddings(model.tower, pixel_values(frontal, cfg.model).to(rt.device)).cpu())
+                embs.append(image_embeddings(model.tower, pixel_values(frontal, spec).to(rt.device)).cpu())
         emb = torch.cat(embs)
         index = ReportIndex(emb.shape[1])
         index.add(emb, texts)
@@ -206,6 +249,11 @@ def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM | None:
         `bundle`.
     """
     stage_dir = session.stage_dir(STAGE)
+    reason = skip_reason(session.cfg.model)
+    if reason is not None:
+        logger.warning(reason)
+        session.summary["stages"][STAGE] = {"stage": STAGE, "skipped": reason}
+        return bundle
     if session.skip_if_done(STAGE):
         tower = stage_dir / TOWER_FILE
     else:

@@ -1,7 +1,10 @@
 """Stage 2: LoRA on the decoder (projector trainable), reports mixed with question/answer pairs.
 
-`freeze_for_stage(model, 2)` leaves exactly the LoRA adapters (decoder; tower too when
-`model.lora.vision_target_modules` is set) and the projector trainable. A share
+`freeze_for_stage(model, 2, family)` leaves exactly the LoRA adapters (decoder self-attention by
+default; tower too when `model.lora.vision_target_modules` is set) and the projector trainable.
+With `model.init_from` a Hugging Face folder of any supported family (`medvlm.families`) is the
+starting point: LoRA targets come from the family table and examples from its chat template
+(`pipelines/configs/train_lora_hf.yaml`). A share
 `lora.qa_fraction` of the examples are report-derived questions ("Is there a pleural
 effusion?" -> "Yes. Small left pleural effusion.") so that the model also answers clinicians'
 questions about the image.
@@ -18,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.training.bundles import build_bundle, load_bundle
+from pipelines.training.bundles import build_bundle, enable_gradient_checkpointing, load_bundle
 from pipelines.training.config import TrainConfig, config_from_argv
 from pipelines.training.examples import ExampleBuilder
 from pipelines.training.loop import StageResult, run_loop
@@ -40,7 +43,9 @@ def run_lora(
     from medvlm.build import freeze_for_stage
     from pipelines.training.transforms import build_train_transforms
 
-    freeze_for_stage(bundle.model, 2)
+    freeze_for_stage(bundle.model, 2, bundle.family)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(bundle.model)
     params = [p for p in bundle.model.parameters() if p.requires_grad]
     bundle.model.train()
     # seed + 2: stage 2 draws augmentation and QA templates independently of stage 1.
@@ -84,6 +89,7 @@ def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM:
         return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt)
     if bundle is None:
         bundle = build_bundle(session.cfg, session.dataset, stage_dir, session.rt)
+    session.note_model(bundle)
     result = run_lora(session.cfg, bundle, session.dataset, stage_dir, session.rt, session.tracker)
     session.end_stage(STAGE, result, bundle)
     return bundle

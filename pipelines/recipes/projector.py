@@ -1,6 +1,8 @@
 """Stage 1: projector alignment (LLaVA stage 1), on (study, report) pairs.
 
-Only the projector trains, with the vision tower and the decoder frozen: the projector learns to
+Only the projector trains (where it lives comes from the family table: LLaVA's
+`multi_modal_projector`, Qwen2-VL's `visual.merger`, Idefics3's `connector`, ...), with the vision
+tower and the decoder frozen: the projector learns to
 map image features into the decoder's embedding space. That presumes a decoder that can already
 write. A decoder built **from scratch** (no `model.decoder.path`, the phantom demo) has random
 weights, and a frozen random decoder cannot learn to write whatever the projector does; so such
@@ -14,12 +16,13 @@ tower when `out_dir/stage0_contrastive/` is done); `pipelines.recipes.train` run
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medvlm.build import LANGUAGE_MODEL_PATH, PROJECTOR_PATH, VISION_TOWER_PATH
-from pipelines.training.bundles import build_bundle, load_bundle
+from medvlm.families import FamilySpec, own_family
+from pipelines.training.bundles import build_bundle, enable_gradient_checkpointing, load_bundle
 from pipelines.training.config import ProjectorStageConfig, TrainConfig, config_from_argv
 from pipelines.training.examples import ExampleBuilder
 from pipelines.training.loop import StageResult, run_loop
@@ -36,24 +39,27 @@ if TYPE_CHECKING:
 STAGE = "projector"
 
 
-def set_trainable(model: nn.Module, pcfg: ProjectorStageConfig) -> list[nn.Parameter]:
+def set_trainable(model: nn.Module, pcfg: ProjectorStageConfig, family: FamilySpec | None = None) -> list[nn.Parameter]:
     """Freeze all but the projector (+ the decoder when `train_decoder=full`, + the tower when
     `train_vision`); LoRA adapters stay frozen in this stage.
 
     Args:
-        model: the LLaVA `torch.nn.Module` (`MedVLM.model`).
+        model: the model (`MedVLM.model`).
         pcfg: the stage settings.
+        family: where projector, decoder and tower live (`bundle.family`); default medvlm's own LLaVA.
 
     Returns:
         The trainable parameters.
     """
+    family = family or own_family()
+    projector, decoder, vision = (re.compile(p) for p in (family.projector, family.decoder, family.vision))
     params = []
     for name, p in model.named_parameters():
-        train = PROJECTOR_PATH in name
+        train = bool(projector.search(name))
         if "lora_" not in name:
-            if pcfg.train_decoder == "full" and (f".{LANGUAGE_MODEL_PATH}." in f".{name}" or "lm_head" in name):
+            if pcfg.train_decoder == "full" and (decoder.search(name) or "lm_head" in name):
                 train = True
-            if pcfg.train_vision and VISION_TOWER_PATH in name:
+            if pcfg.train_vision and vision.search(name):
                 train = True
         p.requires_grad_(train)
         if train:
@@ -68,7 +74,9 @@ def run_projector(
     from pipelines.training.transforms import build_train_transforms
 
     pcfg = cfg.projector
-    params = set_trainable(bundle.model, pcfg)
+    params = set_trainable(bundle.model, pcfg, bundle.family)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(bundle.model)
     bundle.model.train()
     augment = build_train_transforms(cfg.data.augment, cfg.model.image_size, seed=cfg.seed)
     builder = ExampleBuilder(bundle, dataset, augment, cfg.seed, 0.0, rt.device)
@@ -110,6 +118,7 @@ def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM:
         return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt)
     if bundle is None:
         bundle = build_bundle(session.cfg, session.dataset, stage_dir, session.rt)
+    session.note_model(bundle)
     result = run_projector(session.cfg, bundle, session.dataset, stage_dir, session.rt, session.tracker)
     session.end_stage(STAGE, result, bundle)
     return bundle

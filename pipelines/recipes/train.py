@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compliance.clock import utcnow
-from pipelines.recipes import contrastive, lora, projector
+from pipelines.recipes import classify, contrastive, lora, projector
 from pipelines.training.config import TrainConfig, config_from_argv, load_train_config
 from pipelines.training.runtime import Runtime, shard
 from pipelines.training.sampling import step_indices
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from medvlm.build import MedVLM
 
-STAGE_RECIPES = {"contrastive": contrastive, "projector": projector, "lora": lora}
+STAGE_RECIPES = {"contrastive": contrastive, "classify": classify, "projector": projector, "lora": lora}
 """Each stage's recipe module; `run_stage(session, bundle) -> bundle` runs (or skips) it."""
 INTENDED_USE = (
     "Drafting chest radiograph reports for a radiologist to review, correct and sign. Never a "
@@ -144,7 +144,7 @@ def _finish(session: Session, bundle: MedVLM) -> None:
         "model_name": "medvlm",
         "run_id": getattr(tracker, "run_id", None),
         "created": utcnow().strftime("%Y-%m-%d"),
-        "architecture": f"LLaVA: {cfg.model.vision.kind} tower, MLP projector, {cfg.model.decoder.kind} decoder + LoRA",
+        "architecture": _architecture(cfg, bundle),
         **git_info(),
         "trained_on_phantoms": manifest.get("synthetic", False),
     }
@@ -159,10 +159,20 @@ def _finish(session: Session, bundle: MedVLM) -> None:
         from pipelines.tracking.registry import promote_if_better, register_checkpoint
 
         version = register_checkpoint(
-            ckpt, metrics, tracking_uri=cfg.tracking_uri, run_id=tracker.run_id, data_hash=manifest["hash"]
+            ckpt, metrics, tracking_uri=cfg.tracking_uri, run_id=tracker.run_id, data_hash=manifest["hash"],
+            baselines=evaluation.baselines,  # metrics exist only when evaluated; the gate needs both baselines
         )
         decision = promote_if_better(version.version, tracking_uri=cfg.tracking_uri)
         summary["registry"] = {"version": version.version, "promoted": decision.promoted, "reason": decision.reason}
+
+
+def _architecture(cfg: TrainConfig, bundle: MedVLM) -> str:
+    """One line for the model card: the family started from, or the from-scratch parts."""
+    from medvlm.families import OWN
+
+    if bundle.family.name != OWN:
+        return f"{bundle.family.label}, from {cfg.model.init_from}, + LoRA on the decoder"
+    return f"LLaVA: {cfg.model.vision.kind} tower, MLP projector, {cfg.model.decoder.kind} decoder + LoRA"
 
 
 def train_command(config_path: str | Path, overrides: list[str]) -> dict[str, Any]:

@@ -9,6 +9,10 @@ half-way. At scale: PostgreSQL through ``postgresql+psycopg://...``; the job que
 
 There is no module-level engine (STYLE rule 22): ``open_store`` returns a ``Store`` that callers
 pass around and ``close``.
+
+Signing key: ``$MEDVLM_SIGNING_KEY`` (or ``open_store(signing_key=...)``), never stored in the
+database. Every session of the store carries it (``Session.info``) so that audit events and the
+head get their MAC; sign-offs are refused without it (``pipelines.store.signatures``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -25,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from compliance.audit import pseudonym_salt, pseudonymize
+from compliance.audit import KEY_INFO, check_key, load_signing_key, pseudonym_salt, pseudonymize
 from pipelines.errors import PipelineError
 
 DEFAULT_SQLITE_PATH = Path("var") / "medvlm.db"
@@ -59,12 +63,16 @@ class Store:
         engine: the SQLAlchemy engine (thread-safe; one per process).
         sessions: session factory bound to ``engine``.
         audit_key: HMAC key that turns study UIDs into audit pseudonyms.
+        signing_key: the server's signing key (MACs of sign-offs and audit events); None when
+            ``$MEDVLM_SIGNING_KEY`` is not set (signing is then refused).
     """
 
     url: str
     engine: Engine
-    sessions: sessionmaker[Session]
-    audit_key: bytes
+    # keys never appear in a repr (tracebacks, logs); the session factory carries the signing key
+    sessions: sessionmaker[Session] = field(repr=False)
+    audit_key: bytes = field(repr=False)
+    signing_key: bytes | None = field(default=None, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -102,6 +110,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # REPLACE conflict resolution fires DELETE triggers only with recursive triggers on: our
+        # guards then refuse it twice over (BEFORE INSERT triggers refuse it on any connection).
+        cursor.execute("PRAGMA recursive_triggers=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -169,7 +180,8 @@ def upgrade_database(url_or_engine: str | Engine, revision: str = "head") -> Non
 
 
 def open_store(
-    url: str | None = None, *, migrate: bool = True, audit_key: bytes | str | None = None
+    url: str | None = None, *, migrate: bool = True, audit_key: bytes | str | None = None,
+    signing_key: bytes | str | None = None,
 ) -> Store:
     """Open (and by default migrate) the review store.
 
@@ -178,15 +190,20 @@ def open_store(
         migrate: run the migrations to head first.
         audit_key: HMAC key for audit pseudonyms; default ``$MEDVLM_AUDIT_KEY``, else the random
             key generated into the database at migration time.
+        signing_key: the server's signing key; default ``$MEDVLM_SIGNING_KEY`` (None when unset).
 
     Returns:
         The open store; ``close`` it (or use it as a context manager).
+
+    Raises:
+        SigningKeyMissingError: the signing key is set but too short.
     """
     resolved = resolve_database_url(url)
+    signing = check_key(signing_key) if signing_key is not None else load_signing_key()
     engine = create_store_engine(resolved)
     if migrate:
         upgrade_database(engine)
-    sessions = sessionmaker(engine, expire_on_commit=False)
+    sessions = sessionmaker(engine, expire_on_commit=False, info={KEY_INFO: signing})
     key = audit_key if audit_key is not None else os.environ.get(AUDIT_KEY_ENV)
     if key is None:
         with sessions.begin() as session:
@@ -197,6 +214,7 @@ def open_store(
         engine=engine,
         sessions=sessions,
         audit_key=key_bytes,
+        signing_key=signing,
     )
 
 

@@ -69,6 +69,25 @@ def parse_sentences(raw: Any) -> list[DraftSentence]:
     return out
 
 
+PROBABILITIES_KEY = "findings_probabilities"
+"""Key of the draft's ``flags`` JSON that holds the findings head's probabilities (not a flag)."""
+
+
+def parse_probabilities(raw_flags: Any) -> dict[str, float]:
+    """The findings head's probability per target stored with a draft (``{}`` when it had no head).
+
+    Args:
+        raw_flags: the stored ``flags`` JSON value (the probabilities live under ``PROBABILITIES_KEY``).
+
+    Returns:
+        Target name (observation, or "<observation>|<side>") -> probability in [0, 1]; other values skipped.
+    """
+    probs = raw_flags.get(PROBABILITIES_KEY) if isinstance(raw_flags, Mapping) else None
+    if not isinstance(probs, Mapping):
+        return {}
+    return {str(k): float(v) for k, v in probs.items() if isinstance(v, int | float) and 0.0 <= v <= 1.0}
+
+
 def parse_flags(raw: Any) -> list[DraftFlag]:
     """Normalise a draft's stored ``flags`` into ``DraftFlag``s.
 
@@ -85,6 +104,8 @@ def parse_flags(raw: Any) -> list[DraftFlag]:
     items: list[Any] = []
     if isinstance(raw, Mapping):
         for key, value in raw.items():
+            if key == PROBABILITIES_KEY:  # the head's probabilities, stored beside the flags
+                continue
             if isinstance(value, list):
                 items.extend(v if isinstance(v, Mapping) else {"code": key, "message": str(v)} for v in value)
             elif isinstance(value, Mapping):

@@ -140,7 +140,7 @@ class ReportVersion(Base):
 
 
 class Signoff(Base):
-    """A radiologist's signature bound to the exact content of one version."""
+    """A radiologist's signature bound to the exact content of one version (see ``store.signatures``)."""
 
     __tablename__ = "signoffs"
 
@@ -151,6 +151,9 @@ class Signoff(Base):
     signed_at: Mapped[datetime] = mapped_column(default=utcnow)
     meaning: Mapped[str] = mapped_column(String(64))
     bound_hash: Mapped[str] = mapped_column(String(64))
+    # HMAC-SHA256 under $MEDVLM_SIGNING_KEY over study, version, text, signer and time (migration 0002);
+    # NULL only for sign-offs made before it, which therefore never verify.
+    signature: Mapped[str | None] = mapped_column(String(64))
 
 
 class Question(Base):
@@ -178,3 +181,16 @@ class Feedback(Base):
     kind: Mapped[str] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginGuard(Base):
+    """Failed dashboard log-ins per user name or per client, both pseudonymised (never the typed name
+    or an address); drives throttling and temporary lockout (`pipelines.store.login_guard`)."""
+
+    __tablename__ = "login_guard"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]

@@ -29,6 +29,7 @@ from pipelines.store.versions import (
     SIGNER_ROLE,
     ReviewError,
     SignatureRoleError,
+    SigningKeyError,
     SignoffInfo,
     StaleVersionError,
     VersionInfo,
@@ -46,16 +47,17 @@ from pipelines.store.versions import (
     reject_version,
     sign_row,
     sign_version,
+    signoff_failure,
     verify_signoff,
     version_info,
     version_row_from_draft,
 )
 
 __all__ = [
-    "SIGNER_ROLE", "ReviewError", "SignatureRoleError", "SignoffInfo", "StaleVersionError", "StudyNotFoundError",
+    "SIGNER_ROLE", "ReviewError", "SignatureRoleError", "SigningKeyError", "SignoffInfo", "StaleVersionError", "StudyNotFoundError",
     "VersionInfo", "VersionLockedError", "content_hash", "create_version_from_draft", "diff_versions",
     "edit_report", "edit_version", "list_versions", "open_study", "reject_report", "reject_version",
-    "sign_report", "sign_version", "verify_signoff", "version_info",
+    "sign_report", "sign_version", "signoff_failure", "verify_signoff", "version_info",
 ]
 
 

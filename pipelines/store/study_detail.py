@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from compliance.clock import as_utc
 from pipelines.store.db import Store
-from pipelines.store.drafts import DraftFlag, DraftSentence, parse_flags, parse_sentences
+from pipelines.store.drafts import DraftFlag, DraftSentence, parse_flags, parse_probabilities, parse_sentences
 from pipelines.store.models import DraftRecord, JobRecord, Question, ReportVersion, Signoff, StudyRecord
 from pipelines.store.versions import ReviewError, VersionInfo, version_info
 
@@ -45,6 +45,7 @@ class DraftInfo:
         flags: its consistency flags.
         model_version: the model that drafted it.
         created_at: when (UTC).
+        probabilities: the findings head's probability per target (``{}`` without a head).
     """
 
     id: int
@@ -54,6 +55,7 @@ class DraftInfo:
     flags: list[DraftFlag]
     model_version: str
     created_at: datetime
+    probabilities: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ def load_study(store: Store, study_uid: str) -> StudyInfo:
         draft = None
         if d is not None:
             draft = DraftInfo(d.id, d.findings, d.impression, parse_sentences(d.sentences), parse_flags(d.flags),
-                              d.model_version, as_utc(d.created_at))
+                              d.model_version, as_utc(d.created_at), parse_probabilities(d.flags))
         rows = session.execute(
             select(ReportVersion, Signoff).outerjoin(Signoff, Signoff.version_id == ReportVersion.id)
             .where(ReportVersion.study_uid == study_uid).order_by(ReportVersion.version)

@@ -3,8 +3,9 @@
 A report version is immutable: an edit creates a child version (``parent_id``) with the next
 version number, whether the parent was unsigned, signed or rejected. Only a ``radiologist`` can
 sign; the sign-off stores ``bound_hash`` = the version's ``content_hash`` (sha256 of the canonical
-JSON of findings and impression), and the database refuses any later change to a signed version
-or a sign-off (triggers from the migration). Every write appends an audit event in the same
+JSON of findings and impression) and a keyed ``signature`` (``pipelines.store.signatures``; no
+signing without ``$MEDVLM_SIGNING_KEY``), and the database refuses any later change to a signed
+version or a sign-off, ``INSERT OR REPLACE`` included (triggers from the migrations). Every write appends an audit event in the same
 transaction; refused signatures are audited too (outcome ``refused``) before the error is raised.
 
 The ``*_row`` helpers work inside a caller's session, so ``pipelines.store.reviews`` can check a
@@ -14,19 +15,18 @@ reader's action and write it in one transaction with them.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from compliance.audit import append_event
+from compliance.audit import KEY_INFO, SIGNING_KEY_ENV, append_event
 from compliance.clock import as_utc, utcnow
 from pipelines.errors import PipelineError
 from pipelines.store.db import Store
 from pipelines.store.models import DraftRecord, JobRecord, ReportVersion, Signoff, StudyRecord
+from pipelines.store.signatures import content_hash, signature_of, signoff_problem
 
 SIGNER_ROLE = "radiologist"
 
@@ -45,6 +45,21 @@ class VersionLockedError(ReviewError):
 
 class StaleVersionError(ReviewError):
     """The report changed after the reader loaded it (the expected version is no longer the latest)."""
+
+
+class SigningKeyError(ReviewError):
+    """No signing key is configured, so a report can be neither signed nor its signature checked."""
+
+    def __init__(self) -> None:
+        super().__init__(f"reports cannot be signed or checked: ${SIGNING_KEY_ENV} is not set on this server; "
+                         "ask the administrator to set it (the same secret for every process of this store)")
+
+
+def _key(session: Session) -> bytes:
+    key = session.info.get(KEY_INFO)
+    if key is None:
+        raise SigningKeyError()
+    return key
 
 
 @dataclass(frozen=True)
@@ -101,12 +116,6 @@ class VersionInfo:
     status: str
     rejection_reason: str | None
     signoff: SignoffInfo | None = None
-
-
-def content_hash(findings: str, impression: str) -> str:
-    """Return sha256 hex of the canonical JSON ``{"findings": ..., "impression": ...}``."""
-    canonical = json.dumps({"findings": findings, "impression": impression}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _signoff_info(row: Signoff) -> SignoffInfo:
@@ -174,12 +183,15 @@ def sign_row(session: Session, row: ReportVersion, *, signer: str, role: str, me
     The caller has checked the role and that ``row`` is the study's latest unsigned version.
 
     Raises:
+        SigningKeyError: no signing key is configured.
         ReviewError: the version's stored content no longer matches its hash.
     """
+    key = _key(session)
     if content_hash(row.findings, row.impression) != row.content_hash:
         raise ReviewError(f"version {row.version}: content does not match its hash; refusing to sign")
     sig = Signoff(version_id=row.id, signer=signer, role=role, signed_at=utcnow(), meaning=meaning,
                   bound_hash=row.content_hash)
+    sig.signature = signature_of(key, row, sig)
     session.add(sig)
     row.status = "signed"
     session.flush()
@@ -318,14 +330,26 @@ def list_versions(store: Store, study_uid: str) -> list[VersionInfo]:
         return [version_info(v, s) for v, s in rows]
 
 
-def verify_signoff(store: Store, version_id: int) -> bool:
-    """True when the version is signed and its content still hashes to the sign-off's bound hash."""
+def signoff_failure(store: Store, version_id: int) -> str | None:
+    """Why a version's sign-off does not verify (None when it does): text, bound hash and keyed signature.
+
+    Raises:
+        SigningKeyError: no signing key is configured.
+    """
     with store.transaction() as session:
+        key = _key(session)
         row = session.get(ReportVersion, version_id)
         sig = session.scalar(select(Signoff).where(Signoff.version_id == version_id))
-        if row is None or sig is None:
-            return False
-        return content_hash(row.findings, row.impression) == sig.bound_hash == row.content_hash
+        return signoff_problem(key, row, sig, content_hash(row.findings, row.impression) if row else None)
+
+
+def verify_signoff(store: Store, version_id: int) -> bool:
+    """True when the version is signed, its text still hashes to the bound hash and its signature verifies.
+
+    Raises:
+        SigningKeyError: no signing key is configured.
+    """
+    return signoff_failure(store, version_id) is None
 
 
 def diff_versions(old: VersionInfo, new: VersionInfo) -> str:

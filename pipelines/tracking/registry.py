@@ -1,14 +1,17 @@
-"""The MLflow model registry for medvlm checkpoints, with a release gate on the champion alias.
+"""The MLflow model registry: medvlm checkpoints and plain Hugging Face folders, one loader for both.
 
-A version of the registered model ``medvlm`` is a checkpoint **folder** logged as run artifacts
+A version of the registered model ``medvlm`` is a model **folder** logged as run artifacts
 (``checkpoint/``); the version's source is that artifact folder. No pyfunc model is logged and
-nothing is pickled: the weights stay safetensors and the registry only points at the files.
-A checkpoint is verified against its manifest first (``medvlm.checkpoint.verify_checkpoint``):
-pickle-based weight files and files that differ from the manifest are refused.
+nothing is pickled: the weights stay safetensors and the registry only points at the files. The
+folder is either a medvlm checkpoint (verified against its manifest by
+``medvlm.checkpoint.verify_checkpoint``) or a Hugging Face ``save_pretrained`` folder of an allowed
+family (``medvlm.loading.check_folder``: no pickle, remote code only with ``trust_remote_code``, its
+hashes recorded as a tag), so ``models:/medvlm@champion`` can be a MedGemma that was only evaluated.
+Either way its identity is ``medvlm.loading.model_fingerprint``.
 
-Release gate: ``promote_if_better`` moves the ``champion`` alias to a new version only when its
-metric (a version tag, ``clinical_macro_f1`` by default) is strictly higher than the champion's,
-or there is no champion; the decision is written as tags on the version and returned.
+The release gate (``promote_if_better``, ``champion_exists``) lives in
+``pipelines.tracking.release_gate`` and is re-exported here. ``load_model`` is the one way
+``pipelines`` and the dashboard load a model (a folder or a ``models:/`` URI).
 
 ``mlflow`` is imported inside the functions (with ``pipelines.tracking.tracker``, the only modules that do).
 """
@@ -25,15 +28,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import PipelineError
-from pipelines.tracking.locations import default_var_dir, resolve_tracking_uri, sqlite_path
+from pipelines.tracking.locations import default_var_dir, resolve_tracking_uri
 from pipelines.tracking.phi_guard import scrub_for_tracking
+from pipelines.tracking.release_gate import (
+    CHAMPION,
+    DEFAULT_MODEL_NAME,
+    GateDecision,
+    baseline_tag,
+    champion_exists,
+    promote_if_better,
+)
 from pipelines.tracking.tracker import MlflowTracker, open_client
 
 if TYPE_CHECKING:
     from medvlm.build import MedVLM
 
-DEFAULT_MODEL_NAME = "medvlm"
-CHAMPION = "champion"
 CHECKPOINT_ARTIFACT = "checkpoint"
 _MODEL_URI_RE = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
@@ -61,51 +70,52 @@ class RegisteredVersion:
     tags: dict[str, str]
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    """The release gate's decision for one version.
-
-    Attributes:
-        version: the candidate version.
-        promoted: whether the candidate is now the champion.
-        metric_name: the compared metric.
-        candidate_value: the candidate's metric (NaN when missing or not a number).
-        champion_version: the champion before the decision, or None.
-        champion_value: its metric, or None.
-        reason: one line explaining the decision.
-    """
-
-    version: str
-    promoted: bool
-    metric_name: str
-    candidate_value: float
-    champion_version: str | None
-    champion_value: float | None
-    reason: str
-
-
 def checkpoint_hashes(checkpoint_dir: str | Path) -> dict[str, str]:
-    """The checkpoint's fingerprint as version tags (``medvlm.checkpoint.fingerprint``, the one identity).
+    """The folder's fingerprint as version tags (``medvlm.loading.model_fingerprint``, the one identity).
 
     Returns:
-        ``content_hash`` (the manifest's content hash, also the drafting job's model version),
-        ``weights_hash`` (the ``*.safetensors`` files) and ``adapter_hash`` (files under ``adapter/``;
-        ``"none"`` when the checkpoint has no adapter).
+        ``content_hash`` (a medvlm checkpoint's manifest hash, or the hash over every file of a
+        Hugging Face folder; also the drafting job's model version), ``weights_hash`` (the
+        ``*.safetensors`` files) and ``adapter_hash`` (files under ``adapter/``; ``"none"`` without).
     """
-    from medvlm.checkpoint import fingerprint
+    from medvlm.loading import model_fingerprint
 
-    fp = fingerprint(checkpoint_dir)
+    fp = model_fingerprint(checkpoint_dir)
     return {"content_hash": fp.model_version, "weights_hash": fp.weights_hash, "adapter_hash": fp.adapter_hash or "none"}
 
 
-def _check_checkpoint_dir(checkpoint_dir: Path) -> dict[str, Any]:
-    """The checkpoint's manifest, after ``medvlm.checkpoint.verify_checkpoint`` and a weights check."""
-    from medvlm.checkpoint import verify_checkpoint
+def _check_model_dir(folder: Path, *, trust_remote_code: bool = False) -> dict[str, str]:
+    """Refuse what must not be registered; returns the folder's kind as version tags.
 
-    manifest = verify_checkpoint(checkpoint_dir)  # no pickles, every file matches its sha256
-    if not any(checkpoint_dir.rglob("*.safetensors")):
-        raise RegistryError(f"refused to register {checkpoint_dir}: no *.safetensors weights in it")
-    return manifest
+    A medvlm checkpoint is verified against its manifest (no pickle, every sha256 matches). A
+    Hugging Face folder must be of an allowed family, hold no pickle, and run remote code only
+    with ``trust_remote_code`` (its ``*.py`` hashes are checked against the folder's lock file and
+    recorded as the tag ``remote_code``). Either needs ``*.safetensors`` weights.
+    """
+    import json
+
+    from medvlm.families import get_family
+    from medvlm.loading import check_folder, is_medvlm_checkpoint, verify_remote_code
+
+    if is_medvlm_checkpoint(folder):
+        from medvlm.checkpoint import verify_checkpoint
+
+        verify_checkpoint(folder)  # no pickles, every file matches its sha256
+        kind = {"format": "medvlm"}
+    else:
+        config = check_folder(folder, trust_remote_code=trust_remote_code)
+        kind = {"format": "huggingface", "family": get_family(str(config.get("model_type"))).name}
+        if config.get("auto_map"):
+            kind["remote_code"] = json.dumps(verify_remote_code(folder), sort_keys=True)
+    if not any(folder.rglob("*.safetensors")):
+        raise RegistryError(f"refused to register {folder}: no *.safetensors weights in it")
+    return kind
+
+
+def baseline_tags(baselines: Mapping[str, Mapping[str, Any]] | None) -> dict[str, str]:
+    """Each baseline's numeric figures as version tags ``baseline_<name>_<metric>`` (read by the gate)."""
+    return {baseline_tag(name, k): _metric_tag(v) for name, summary in (baselines or {}).items()
+            for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _metric_tag(value: Any) -> str:
@@ -122,11 +132,14 @@ def register_checkpoint(
     experiment: str = "medvlm",
     data_hash: str | None = None,
     tags: Mapping[str, str] | None = None,
+    baselines: Mapping[str, Mapping[str, Any]] | None = None,
+    trust_remote_code: bool = False,
 ) -> RegisteredVersion:
-    """Register a checkpoint folder as a new version of ``model_name``.
+    """Register a model folder (medvlm checkpoint or Hugging Face folder) as a new version of ``model_name``.
 
     Args:
-        checkpoint_dir: the folder (config, safetensors weights, processor, manifest).
+        checkpoint_dir: a medvlm checkpoint (config, safetensors weights, processor, manifest) or a
+            Hugging Face ``save_pretrained`` folder of an allowed family.
         metrics: its evaluation summary; each number becomes a version tag (the release gate reads
             ``clinical_macro_f1`` from there).
         tracking_uri: store URI; default as ``pipelines.tracking.locations.resolve_tracking_uri``.
@@ -136,27 +149,33 @@ def register_checkpoint(
         experiment: experiment of that new run.
         data_hash: ``data_manifest_hash`` of the training data.
         tags: more version tags (checked for PHI).
+        baselines: the baselines' summaries on the same split (``Evaluation.baselines``); the
+            release gate refuses a version without them.
+        trust_remote_code: allow a Hugging Face folder with its own code (hashes become a tag).
 
     Returns:
         The new ``RegisteredVersion``.
 
     Raises:
-        medvlm.errors.CheckpointError: not a medvlm checkpoint folder (no manifest or config);
-            ``UnsafeCheckpointError`` for pickle files, ``CheckpointIntegrityError`` when a file
-            differs from the manifest (all ``ValueError``).
+        medvlm.errors.CheckpointError: no config, a family off the allow-list
+            (``UnsupportedFamilyError``), pickle files (``UnsafeCheckpointError``), a file that
+            differs from the manifest (``CheckpointIntegrityError``), remote code without the flag
+            or changed since it was trusted (``RemoteCodeError``) (all ``ValueError``).
         RegistryError: no safetensors weights.
         PHIInTrackingError: a tag looks like PHI.
     """
     from mlflow.exceptions import MlflowException
 
     ckpt = Path(checkpoint_dir).resolve()
-    _check_checkpoint_dir(ckpt)
+    kind = _check_model_dir(ckpt, trust_remote_code=trust_remote_code)
     uri = resolve_tracking_uri(tracking_uri)
     numeric = {
         k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
     version_tags = {k: _metric_tag(v) for k, v in numeric.items()}
+    version_tags.update(baseline_tags(baselines))
     version_tags.update(checkpoint_hashes(ckpt))
+    version_tags.update(kind)
     version_tags["data_hash"] = data_hash or "unknown"
     version_tags.update(scrub_for_tracking(dict(tags or {}), where="version tags"))
 
@@ -191,108 +210,29 @@ def register_checkpoint(
     return RegisteredVersion(model_name, str(mv.version), run.info.run_id, source, version_tags)
 
 
-def _champion(client, model_name: str, alias: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None
-        raise
-
-
-def _tag_value(mv, metric_name: str) -> float:
-    try:
-        return float(mv.tags.get(metric_name, "nan"))
-    except ValueError:
-        return float("nan")
-
-
-def promote_if_better(
-    version: str | int,
-    metric_name: str = "clinical_macro_f1",
-    *,
-    model_name: str = DEFAULT_MODEL_NAME,
-    tracking_uri: str | None = None,
-    alias: str = CHAMPION,
-) -> GateDecision:
-    """Move ``alias`` to ``version`` only if it beats the current holder on ``metric_name``.
-
-    Higher is better; a tie keeps the champion; a candidate whose metric is missing or not finite
-    is never promoted. The decision is written on the candidate as tags ``gate_decision``
-    (``promoted`` | ``rejected``), ``gate_reason`` and ``gate_compared_to``.
-
-    Args:
-        version: the candidate version.
-        metric_name: the version tag compared.
-        model_name: registered model name.
-        tracking_uri: store URI; default as ``resolve_tracking_uri``.
-        alias: the alias to move.
-
-    Returns:
-        The ``GateDecision``.
-    """
-    client = open_client(tracking_uri)
-    version = str(version)
-    candidate = client.get_model_version(model_name, version)
-    value = _tag_value(candidate, metric_name)
-    champ = _champion(client, model_name, alias)
-    champ_version = str(champ.version) if champ is not None else None
-    champ_value = _tag_value(champ, metric_name) if champ is not None else None
-    if not math.isfinite(value):
-        promoted, reason = False, f"candidate has no finite {metric_name}"
-    elif champ is None:
-        promoted, reason = True, f"no {alias} yet"
-    elif champ_version == version:
-        promoted, reason = True, f"already {alias}"
-    elif champ_value is None or not math.isfinite(champ_value) or value > champ_value:
-        promoted, reason = True, f"{metric_name} {value:.4f} > {champ_value:.4f} of v{champ_version}"
-    else:
-        promoted, reason = False, f"{metric_name} {value:.4f} <= {champ_value:.4f} of v{champ_version}"
-    if promoted and champ_version != version:
-        client.set_registered_model_alias(model_name, alias, version)
-    client.set_model_version_tag(model_name, version, "gate_decision", "promoted" if promoted else "rejected")
-    client.set_model_version_tag(model_name, version, "gate_reason", reason)
-    client.set_model_version_tag(model_name, version, "gate_compared_to", champ_version or "none")
-    return GateDecision(version, promoted, metric_name, value, champ_version, champ_value, reason)
-
-
-def champion_exists(
-    model_name: str = DEFAULT_MODEL_NAME, *, tracking_uri: str | None = None, alias: str = CHAMPION
-) -> bool:
-    """Whether ``models:/{model_name}@{alias}`` resolves; a missing SQLite file means no (not created)."""
-    uri = resolve_tracking_uri(tracking_uri)
-    db = sqlite_path(uri)
-    if db is not None and not db.exists():
-        return False
-    from mlflow.exceptions import MlflowException
-
-    client = open_client(uri)
-    try:
-        return _champion(client, model_name, alias) is not None
-    except MlflowException:  # registered model missing
-        return False
-
-
-def load_model(model: str | Path, *, merge: bool = False, tracking_uri: str | None = None) -> MedVLM:
+def load_model(model: str | Path, *, merge: bool = False, tracking_uri: str | None = None,
+               trust_remote_code: bool = False) -> MedVLM:
     """The one way `pipelines` and the dashboard load a model: a folder or an MLflow models URI.
 
     Args:
-        model: a checkpoint folder or ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``.
+        model: a medvlm checkpoint folder, a Hugging Face folder of an allowed family, or
+            ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` (either kind, registered).
         merge: fold a LoRA adapter into the base weights (inference only).
         tracking_uri: store URI for a models URI; default as ``resolve_tracking_uri``.
+        trust_remote_code: allow a Hugging Face folder's own code (``--trust-remote-code``).
 
     Returns:
-        The loaded `MedVLM`, verified against its manifest, in eval mode.
+        The loaded `MedVLM` in eval mode (``bundle.source["remote_code"]``: the trusted code's hashes).
 
     Raises:
         RegistryError: see `resolve_model_uri`.
-        medvlm.errors.CheckpointError: not a usable checkpoint (pickle, tampering, missing files).
+        medvlm.errors.CheckpointError: refused (see `medvlm.loading.load_vlm` and
+            `medvlm.checkpoint.load_checkpoint`).
     """
-    from medvlm.checkpoint import load_checkpoint
+    from medvlm.loading import load_model as load_folder
 
-    return load_checkpoint(resolve_model_uri(model, tracking_uri=tracking_uri), merge=merge)
+    folder = resolve_model_uri(model, tracking_uri=tracking_uri)
+    return load_folder(folder, trust_remote_code=trust_remote_code, merge=merge)
 
 
 def resolve_model_uri(
@@ -355,9 +295,11 @@ def resolve_model_uri(
 
 __all__ = [
     "CHAMPION",
+    "DEFAULT_MODEL_NAME",
     "GateDecision",
     "RegisteredVersion",
     "RegistryError",
+    "baseline_tags",
     "champion_exists",
     "checkpoint_hashes",
     "promote_if_better",

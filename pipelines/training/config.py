@@ -19,7 +19,9 @@ from medvlm.config import ModelConfig, apply_overrides
 from medvlm.errors import ConfigError
 from pipelines.training.transforms import AugmentConfig
 
-STAGES = ("contrastive", "projector", "lora")
+STAGES = ("contrastive", "classify", "projector", "lora")
+DEFAULT_STAGES = ("contrastive", "projector", "lora")
+"""Stages run when a config names none (`classify`, the findings head, is opt-in)."""
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -123,6 +125,29 @@ class LoraStageConfig(LoopConfig):
 
 
 @dataclass(frozen=True)
+class ClassifyStageConfig(LoopConfig):
+    """Stage 0b: the multi-label findings head on the vision tower (`medvlm.heads`), from the labeler's labels."""
+
+    hidden: int = 256
+    """Hidden width of the head's MLP."""
+    views: int = 1
+    """Views the head reads side by side: 1 (frontal) or 2 (frontal + lateral)."""
+    threshold: float = 0.5
+    """Probability at or above which a finding goes into the drafting prompt."""
+    train_vision: bool = True
+    """Train the tower with the head (the LLaVA stages then read the tuned tower); False: a probe on it."""
+    balance: bool = False
+    """Weight each target's positives by sqrt(negatives / positives) (capped at 10): rare findings (nodules,
+    devices, ~10% of studies) otherwise stay under the threshold."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.views not in (1, 2) or not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"classify.views must be 1 or 2 and classify.threshold in (0, 1), got {self.views}, "
+                              f"{self.threshold}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     """Where the (study, report) pairs come from."""
 
@@ -162,10 +187,12 @@ class TrainConfig:
     """The model (`medvlm.config.ModelConfig`)."""
     data: DataConfig = field(default_factory=DataConfig)
     """Training data."""
-    stages: tuple[str, ...] = STAGES
-    """Stages run in order: contrastive (0), projector (1), lora (2)."""
+    stages: tuple[str, ...] = DEFAULT_STAGES
+    """Stages run in order: contrastive (0), classify (0b, opt-in), projector (1), lora (2)."""
     contrastive: ContrastiveStageConfig = field(default_factory=ContrastiveStageConfig)
     """Stage 0 settings."""
+    classify: ClassifyStageConfig = field(default_factory=ClassifyStageConfig)
+    """Stage 0b settings (the findings head)."""
     projector: ProjectorStageConfig = field(default_factory=ProjectorStageConfig)
     """Stage 1 settings."""
     lora: LoraStageConfig = field(default_factory=LoraStageConfig)
@@ -182,7 +209,11 @@ class TrainConfig:
     """auto: bfloat16 autocast on CUDA, float32 on CPU | float32 | bfloat16 (autocast, CPU too)."""
     vision_init: str | None = None
     """Safetensors file of vision-tower weights to start stages 1/2 from (stage 0's output); set
-    automatically when stage 0 runs in the same run."""
+    automatically when stage 0 runs in the same run. With `model.init_from` every stage starts from
+    that model instead (stage 0 adapts its tower; a family whose tower pools no image skips stage 0)."""
+    head_init: str | None = None
+    """Folder holding a findings head (`findings_head.safetensors` + `.json`) that the LLaVA stages attach to the
+    model; set automatically when the classify stage runs in the same run."""
     resume: bool = True
     """Continue from the latest resume state in `out_dir` when there is one."""
     stop_after: int | None = None
@@ -195,6 +226,9 @@ class TrainConfig:
     """Register the final checkpoint as a new version of `medvlm` and run the champion gate."""
     num_threads: int | None = None
     """torch CPU threads; None: torch's default."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% more compute): for a multi-billion
+    model (`model.init_from`) on one GPU."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))

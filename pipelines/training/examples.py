@@ -1,8 +1,9 @@
-"""From a study's images to model inputs: augmentation, tower pixel values, LLaVA training batches."""
+"""From a study's images to model inputs: augmentation, tower pixel values, training batches of any family."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,12 +35,24 @@ def augmented_views(images: Sequence[np.ndarray], pipeline: Any, seed: int) -> l
     return out
 
 
-def pixel_values(images: Sequence[np.ndarray], cfg: ModelConfig) -> Any:
+@dataclass(frozen=True)
+class TowerInput:
+    """How single views become vision-tower input: the fields `pixel_values` reads from a `ModelConfig`."""
+
+    image_size: int
+    """Square edge the tower takes (its config's `image_size`)."""
+    image_mean: tuple[float, ...]
+    """Per-channel mean of the checkpoint's image processor."""
+    image_std: tuple[float, ...]
+    """Per-channel std of the checkpoint's image processor."""
+
+
+def pixel_values(images: Sequence[np.ndarray], cfg: ModelConfig | TowerInput) -> Any:
     """Vision-tower input of single views, normalised as the processor does.
 
     Args:
         images: float [0, 1] views, (S', S') each (resized to `cfg.image_size`).
-        cfg: the model config (`image_size`, `image_mean`, `image_std`).
+        cfg: the model config or a loaded tower's `TowerInput` (`image_size`, `image_mean`, `image_std`).
 
     Returns:
         A float32 tensor (B, 3, S, S).
@@ -55,7 +68,11 @@ def pixel_values(images: Sequence[np.ndarray], cfg: ModelConfig) -> Any:
 
 
 class ExampleBuilder:
-    """Turns dataset indices into a collated LLaVA training batch (augmented, report or QA target).
+    """Turns dataset indices into a collated training batch of any family (augmented, report or QA target).
+
+    Prompts, answers and batches go through `medvlm.chat`, so each family gets its own chat template,
+    processor and end-of-turn (labels only on the answer and that end-of-turn); medvlm's own model
+    keeps its processor path.
 
     Args:
         bundle: the `MedVLM` being trained.
@@ -63,10 +80,11 @@ class ExampleBuilder:
         augment: a MONAI pipeline from `build_train_transforms`, or None.
         seed: run seed; each (step, index) gets its own augmentation and QA draw.
         qa_fraction: probability that an example is a question/answer pair instead of the report.
-        device: where batches go.
+        device: where batches go (the model's device).
 
     Raises:
-        ConfigError: the longest training report does not fit `model.tokenizer.max_length`.
+        ConfigError: the longest training report does not fit the context (medvlm's own model:
+            `model.tokenizer.max_length`; a loaded model: its decoder's `max_position_embeddings`).
     """
 
     def __init__(
@@ -78,54 +96,63 @@ class ExampleBuilder:
         self.seed = seed
         self.qa_fraction = qa_fraction
         self.device = device
+        self.hints = self._findings_hints()
         self._check_longest_fits()
+
+    def _findings_hints(self) -> list[str] | None:
+        """Per study, the findings head's reading of its unaugmented views (None without a head): the prompt
+        line the decoder learns to verbalise, as drafting will give it (`medvlm.generate`)."""
+        from medvlm.heads import findings_hint, study_probabilities
+
+        probs = study_probabilities(self.bundle, [self.dataset.images(i) for i in range(len(self.dataset))])
+        if probs is None:
+            return None
+        return [findings_hint(p, self.bundle.head.spec.threshold) for p in probs]
 
     def _check_longest_fits(self) -> None:
         """Encode the longest report once before training, so an overflow fails now, not minutes into a stage."""
-        from medvlm.processor import encode_study, encode_training_example
+        from medvlm import chat
+        from medvlm.families import OWN
 
         records = self.dataset.records
         if not records:
             return
         tok = self.bundle.tokenizer
         longest = max(range(len(records)), key=lambda i: len(tok(records[i].report, add_special_tokens=False)["input_ids"]))
-        cfg = self.bundle.config
-        images = list(self.dataset.images(longest))
-        prompt = encode_study(self.bundle.processor, cfg.prompt, images, image_seq_length=self.bundle.image_seq_length,
-                              max_views=cfg.max_views)
+        prompt = chat.encode_study(self.bundle, list(self.dataset.images(longest)),
+                                   findings_hint=self.hints[longest] if self.hints else None)
         try:
-            encode_training_example(self.bundle.processor, prompt, records[longest].report,
-                                    max_length=cfg.tokenizer.max_length)
+            chat.encode_training_example(self.bundle, prompt, records[longest].report)
         except ValueError as exc:
-            raise ConfigError(f"the longest training report does not fit: {exc}; "
-                              "raise model.tokenizer.max_length") from None
+            if self.bundle.family.name == OWN:
+                fix = "raise model.tokenizer.max_length"
+            else:  # the loaded decoder's context, never the from-scratch fields of the YAML
+                fix = (f"the loaded model's context is {chat.context_length(self.bundle)} tokens "
+                       "(max_position_embeddings): lower data.max_views or use shorter reports")
+            raise ConfigError(f"the longest training report does not fit: {exc}; {fix}") from None
 
     def example(self, index: int, step: int) -> dict[str, Any]:
         """One encoded training example (labels mask the prompt)."""
-        from medvlm.processor import encode_question, encode_study, encode_training_example
+        from medvlm import chat
         from pipelines.training.datasets import derive_qa_pairs
 
-        cfg = self.bundle.config
         s = sample_seed(self.seed, step, index)
         rng = np.random.default_rng(s)
         images = augmented_views(self.dataset.images(index), self.augment, s)
         record = self.dataset.records[index]
-        common = {"image_seq_length": self.bundle.image_seq_length, "max_views": cfg.max_views}
         if self.qa_fraction and rng.random() < self.qa_fraction:
             pairs = derive_qa_pairs(record.findings, record.impression, rng)
             pair = pairs[int(rng.integers(len(pairs)))]
-            prompt = encode_question(self.bundle.processor, cfg.prompt, images, pair.question, **common)
+            prompt = chat.encode_question(self.bundle, images, pair.question)
             answer = pair.answer
         else:
-            prompt = encode_study(self.bundle.processor, cfg.prompt, images, **common)
+            prompt = chat.encode_study(self.bundle, images, findings_hint=self.hints[index] if self.hints else None)
             answer = record.report
-        return encode_training_example(self.bundle.processor, prompt, answer, max_length=cfg.tokenizer.max_length)
+        return chat.encode_training_example(self.bundle, prompt, answer)
 
     def batch(self, indices: Sequence[int], step: int) -> dict[str, Any]:
-        """Collated batch on the device: input_ids/attention_mask/labels (B, L), pixel_values (sum V, 3, S, S)."""
-        from medvlm.processor import collate
+        """Collated, right-padded batch on the model's device: input_ids/attention_mask/labels (B, L),
+        pixel_values in the model's dtype, and the family's extra tensors."""
+        from medvlm import chat
 
-        batch = collate([self.example(i, step) for i in indices], self.bundle.tokenizer.pad_token_id)
-        batch.pop("n_images")
-        batch["pixel_values"] = batch["pixel_values"].to(self.bundle.llava.dtype)
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return chat.collate(self.bundle, [self.example(i, step) for i in indices], padding_side="right")

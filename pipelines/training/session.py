@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from pipelines.training.datasets import StudyDataset
     from pipelines.training.loop import StageResult
 
-STAGE_DIRS = {"contrastive": "stage0_contrastive", "projector": "stage1_projector", "lora": "stage2_lora"}
+STAGE_DIRS = {"contrastive": "stage0_contrastive", "classify": "stage0b_classify", "projector": "stage1_projector",
+              "lora": "stage2_lora"}
 DONE_FILE = "done.json"
 CHECKPOINT_DIR = "checkpoint"
 TOWER_FILE = "vision_tower.safetensors"
@@ -106,6 +107,11 @@ class Session:
         barrier(self.rt)
         return True
 
+    def note_model(self, bundle: MedVLM) -> None:
+        """Record where the trained model came from (family, path, remote-code hashes) in the run summary."""
+        if bundle.source and "model_source" not in self.summary:
+            self.summary["model_source"] = dict(bundle.source)
+
     def pick_up_earlier(self, stage: str) -> MedVLM | None:
         """For a stage run on its own: start from what the earlier stages left in the same `out_dir`.
 
@@ -125,6 +131,9 @@ class Session:
             if earlier == "contrastive":
                 if self.cfg.vision_init is None:
                     self.cfg = dataclasses.replace(self.cfg, vision_init=str(stage_dir / TOWER_FILE))
+            elif earlier == "classify":  # its tuned tower replaces stage 0's; the LLaVA stages attach its head
+                self.cfg = dataclasses.replace(self.cfg, vision_init=str(stage_dir / TOWER_FILE),
+                                               head_init=str(stage_dir))
             else:
                 bundle = load_bundle(stage_dir / CHECKPOINT_DIR, self.rt)
         return bundle
@@ -176,6 +185,10 @@ def training_session(cfg: TrainConfig, summary_file: str = "train_summary.json")
     Raises:
         pipelines.training.datasets.DatasetError: the data folder is unusable.
     """
+    from pipelines.training.bundles import resolve_model_config
+
+    # Before any data is decoded: `model.init_from` decides the image size (and is refused early when unusable).
+    cfg = dataclasses.replace(cfg, model=resolve_model_config(cfg.model))
     rt = setup_runtime(cfg)
     try:
         tracker = build_tracker(cfg, rt)

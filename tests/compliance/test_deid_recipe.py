@@ -44,8 +44,8 @@ def _default_data() -> dict:
 def test_default_recipe_loads_with_version_and_hash():
     recipe = load_recipe()
     assert recipe.name == "medvlm-ps3.15-basic"
-    assert recipe.version == "1.0.0"
-    assert recipe.method == "medvlm-ps3.15-basic 1.0.0"
+    assert recipe.version == "2.0.0" and DEFAULT_RECIPE.name == "ps3_15_basic_v2.yaml"
+    assert recipe.method == "medvlm-ps3.15-basic 2.0.0"
     assert recipe.sha256 == hashlib.sha256(DEFAULT_RECIPE.read_bytes()).hexdigest()
     assert recipe.profile_code == {"value": "113100", "scheme": "DCM",
                                    "meaning": "Basic Application Confidentiality Profile"}
@@ -54,6 +54,24 @@ def test_default_recipe_loads_with_version_and_hash():
     assert recipe.private_action == "X"
     assert recipe.removed_group_prefixes == {0x50, 0x60}
     assert {"PN", "LO", "SH", "LT", "ST", "UT", "DA", "DT", "TM"} <= recipe.removed_vrs
+    # deny by default (v2): nothing unlisted survives
+    assert (recipe.other_action, recipe.sequence_action, recipe.uid_action) == ("X", "X", "X")
+    assert {"US", "SC", "OT", "XC", "ES"} <= recipe.burned_in_modalities
+
+
+def test_v1_recipe_still_loads_for_past_exports():
+    v1 = load_recipe(DEFAULT_RECIPE.parent / "ps3_15_basic_v1.yaml")
+    assert v1.version == "1.0.0" and v1.other_action == "K" and not v1.allowed_values
+
+
+def test_free_text_and_enumerated_values_are_not_kept_blindly():
+    recipe = load_recipe()
+    by_keyword = {kw: tag for tag, kw in recipe.keywords.items()}
+    for keyword in ("CodeMeaning", "LUTExplanation", "WindowCenterWidthExplanation", "EncapsulatedDocument"):
+        assert recipe.actions[by_keyword[keyword]] == "X", keyword
+    kept_text = [t for t, a in recipe.actions.items() if a == "K" and recipe.keywords[t] in (
+        "BodyPartExamined", "ViewPosition", "ImageType", "Modality", "PhotometricInterpretation", "RescaleType")]
+    assert all(t in recipe.allowed_values for t in kept_text) and len(kept_text) == 6
 
 
 def test_default_recipe_covers_basic_profile_attributes():
@@ -98,6 +116,9 @@ def test_bad_action_names_the_tag(tmp_path):
         (lambda d: d["defaults"].update(removed_groups=["6000"]), "removed_groups"),
         (lambda d: d.update(dummy_values={"PN": 3}), "dummy_values"),
         (lambda d: d.update(name="two words"), "'name' must be"),
+        (lambda d: d["allowed_values"].update({"00100010": ["X"]}), r"\(0010,0010\): only tags listed with action K"),
+        (lambda d: d["allowed_values"].update({"00180015": ["re:("]}), "not a valid regular expression"),
+        (lambda d: d["defaults"].update(burned_in_modalities="US"), "burned_in_modalities"),
     ],
 )
 def test_invalid_recipes_are_refused(tmp_path, mutate, message):

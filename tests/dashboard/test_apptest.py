@@ -8,7 +8,7 @@ import pytest
 
 from compliance.audit import read_events
 from dashboard.demo import SCRIPT_PROBE
-from pipelines.store import open_store, questions, reviews
+from pipelines.store import login_guard, open_store, questions, reviews
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
@@ -60,8 +60,11 @@ def test_login_refuses_wrong_password_and_audits(store_url):
     assert [e.value for e in at.error] == ["Unknown user or wrong password."]
     assert not at.button(key="nav_Worklist") if "nav_Worklist" in [b.key for b in at.button] else True
     events = _events(store_url)
-    assert [(e.actor, e.outcome) for e in events if e.action == "user.login"] == [("rad", "refused")]
-    assert "wrong" not in str([e.details for e in events])
+    with open_store(store_url) as store:
+        expected_key = login_guard.user_key(store, "rad")  # the typed name is pseudonymised
+    assert [(e.actor, e.object_id, e.outcome) for e in events if e.action == "user.login"] == [
+        ("unauthenticated", expected_key, "refused")]
+    assert "wrong" not in str([(e.details, e.object_id) for e in events])
 
 
 def test_worklist_counts_filters_and_one_click_open(store_url):

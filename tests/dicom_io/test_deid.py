@@ -88,7 +88,7 @@ def _collect(ds: Dataset, recipe, removed: set[str], kept: set[str], inside_remo
 
 def phi_values(ds: Dataset, recipe) -> set[str]:
     removed: set[str] = set()
-    kept: set[str] = set()
+    kept = set(recipe.profile_code.values())  # the de-identifier writes these itself (e.g. "DCM")
     _collect(ds, recipe, removed, kept)
     candidates = {v for raw in removed for v in (raw, raw.strip(), raw.strip(" \x00^"))}
     return {v for v in candidates if len(v.strip()) >= MIN_LEN and not any(v in k for k in kept)}
@@ -208,30 +208,47 @@ def test_output_has_no_private_tags_curves_or_overlays(ctbrain, recipe):
     assert not [t for t in tags if t.group >> 8 in (0x50, 0x60)]
 
 
-def test_unlisted_attributes_follow_the_default_policy(recipe):
+def test_unlisted_attributes_are_removed_deny_by_default(recipe):
+    # v2 (deny by default) changed this test: v1 kept unlisted CS values, remapped unlisted UIDs,
+    # kept well-known UIDs and unlisted sequences (cleaned inside); v2 removes all of them.
     ds = _synthetic()
     ds.SecondaryCaptureDeviceManufacturer = "ACME for JANE DOE"  # LO, not in the recipe -> removed
     ds.add_new(0x00181016, "LO", "ACME for JANE DOE")
-    ds.ViewPosition = "PA"  # CS, unlisted -> kept
-    ds.add_new(0x00181009, "UT", "free text about DOE")  # not listed: removed by VR
-    ds.CodingSchemeUID = "1.2.840.10008.2.16.4"  # standard UID: kept as is
-    ds.TargetUID = "1.2.3.999.77"  # unlisted, non-standard UID: remapped
+    ds.ViewPosition = "PA"  # listed K and an allowed value -> kept
+    ds.BodyPartExamined = "CHEST JANE DOE"  # listed K, but not an allowed value -> removed
+    ds.ConversionType = "WSD"  # CS, unlisted -> removed
+    ds.add_new(0x00181009, "UT", "free text about DOE")  # not listed: removed
+    ds.CodingSchemeUID = "1.2.840.10008.2.16.4"  # unlisted UID, even a standard one: removed
+    ds.TargetUID = "1.2.3.999.77"  # unlisted UID: removed
+    ds.add_new(0x00189999, "OB", b"DOE-binary")  # unknown public tag: removed
     item = Dataset()
-    item.add_new(0x00401101, "SQ", Sequence())
     item.ContentCreatorName = "DOE^JOHN"
-    item.PersonName = "DOE^JOHN"
-    item.PatientComments = "comment"
-    ds.add_new(0x00089123, "SQ", Sequence([item]))  # an unlisted sequence: kept, cleaned inside
+    ds.add_new(0x00089123, "SQ", Sequence([item]))  # an unlisted sequence: removed whole
     new = deidentify(ds, recipe, KEY).dataset
-    assert 0x00181016 not in new and 0x00181009 not in new
-    assert new.ViewPosition == "PA"
-    assert new.CodingSchemeUID == "1.2.840.10008.2.16.4"
-    assert new.TargetUID == remap_uid("1.2.3.999.77", KEY)
-    inner = new[0x00089123].value[0]
-    assert inner.ContentCreatorName == ""  # Z
-    assert inner.PersonName == recipe.dummy_values["PN"]  # D
-    assert "PatientComments" not in inner  # X
+    for tag in (0x00181016, 0x00181009, 0x00189999, 0x00089123):
+        assert tag not in new
+    for keyword in ("SecondaryCaptureDeviceManufacturer", "BodyPartExamined", "ConversionType", "CodingSchemeUID",
+                    "TargetUID"):
+        assert keyword not in new, keyword
+    assert new.ViewPosition == "PA" and new.Modality == "CR"
     assert b"DOE" not in _write(new)
+
+
+def test_listed_sequences_are_cleaned_inside(recipe):
+    ds = _synthetic()
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = SecondaryCaptureImageStorage
+    ref.ReferencedSOPInstanceUID = "1.2.3.4.5.6.7.9"
+    ref.ContentCreatorName = "DOE^JOHN"  # listed Z: emptied
+    ref.PersonName = "DOE^JOHN"  # listed D: dummy
+    ref.PatientComments = "comment DOE"  # listed X
+    ref.add_new(0x00189998, "LO", "DOE")  # unknown: removed
+    ds.ReferencedImageSequence = Sequence([ref])
+    inner = deidentify(ds, recipe, KEY).dataset.ReferencedImageSequence[0]
+    assert inner.ContentCreatorName == ""
+    assert inner.PersonName == recipe.dummy_values["PN"]
+    assert "PatientComments" not in inner and 0x00189998 not in inner
+    assert inner.ReferencedSOPInstanceUID == remap_uid("1.2.3.4.5.6.7.9", KEY)
 
 
 def test_preamble_is_blanked(ctbrain, recipe):
@@ -295,6 +312,7 @@ def test_multi_valued_uid_is_remapped_per_value(recipe):
 
 @pytest.mark.parametrize("which", ["ctbrain", "rsna"])
 def test_pixels_are_untouched(which, request, recipe):
+    # pixel data is rebuilt (v2); these JPEGs hold no COM/APPn segment, so the rebuild is exact
     path = request.getfixturevalue(which)
     ds = pydicom.dcmread(path)
     new = pydicom.dcmread(io.BytesIO(_write(deidentify(ds, recipe, KEY).dataset)))
@@ -320,7 +338,7 @@ def test_deidentification_attributes_are_written(ctbrain, recipe):
 
     result = deidentify(pydicom.dcmread(ctbrain), recipe, KEY)
     new = result.dataset
-    assert result.recipe_version == recipe.version == "1.0.0"
+    assert result.recipe_version == recipe.version == "2.0.0"
     assert new.PatientIdentityRemoved == "YES"
     assert new.DeidentificationMethod == f"medvlm-ps3.15-basic {recipe.version}"
     (code,) = new.DeidentificationMethodCodeSequence

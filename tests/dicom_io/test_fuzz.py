@@ -1,15 +1,20 @@
-"""Bad input: mutated bytes of real files and pydicom's malformed test files give only typed errors.
+"""Bad input: mutated bytes of real files, decompression bombs, zero-filled files and pydicom's
+malformed test files give only typed errors, each file in bounded time and memory.
 
 Any exception that is not a `DicomIOError` subclass fails the test (a bare traceback in a batch).
+The default run fuzzes `CASES` files; the `slow` run fuzzes `BIG_CASES` (>= 10,000) and prints its
+seconds and peak RSS (`resource.getrusage`).
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _bombs import jpeg_bomb, rle_bomb, sparse_zeros
 
 from dicom_io.errors import DicomIOError, DicomReadError, PixelDataError
 from dicom_io.gate import check_dataset
@@ -17,7 +22,10 @@ from dicom_io.reader import get_data, header_meta, load_image, read
 
 SEEDS_FILES = ["CT_small.dcm", "MR_small.dcm", "MR_small_jp2klossless.dcm", "MR_small_RLE.dcm",
                "emri_small_jpeg_ls_lossless.dcm", "SC_rgb_jpeg_dcmtk.dcm", "JPEG-LL.dcm", "emri_small_RLE.dcm"]
-CASES = 320
+CASES = 400
+BIG_CASES = 10_000
+PER_FILE_S = 2.0  # the slowest single file (a pydicom RLE/J2K decode of a seed is ~0.1 s)
+PEAK_RSS_MB = 1500  # the process's peak, pytest and the seeds included; a bomb decoded would be > 2 GB
 
 
 def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
@@ -59,25 +67,74 @@ def _exercise(path: Path) -> str:
     return "ok"
 
 
-def test_fuzzed_files_give_only_typed_errors(pydicom_data_file, tmp_path):
+def _hostile(case: int, rng: np.random.Generator, path: Path, seed: bytes) -> None:
+    """Every 10th case: a bomb or a zero-filled file instead of a mutated seed."""
+    kind = (case // 10) % 5
+    if kind == 0:
+        jpeg_bomb(path, rows=int(rng.integers(8193, 65536)), cols=int(rng.integers(8193, 65536)))
+    elif kind == 1:
+        rle_bomb(path, rows=int(rng.integers(8193, 65536)), cols=int(rng.integers(8193, 65536)))
+    elif kind == 2:
+        sparse_zeros(path, int(rng.integers(1, 400)) * 2**20)  # 1-400 MB of zeros
+    elif kind == 3:  # a real header, then zeros where the pixel data should be
+        sparse_zeros(path, int(rng.integers(1, 200)) * 2**20, seed[: max(seed.find(b"\xe0\x7f\x10\x00"), 132)])
+    else:  # DICM and the File Meta group, then zeros
+        sparse_zeros(path, int(rng.integers(1, 200)) * 2**20, seed[:seed.find(b"\x08\x00", 132)])
+
+
+def _fuzz(cases: int, pydicom_data_file, tmp_path: Path) -> tuple[dict[str, int], float, tuple[float, str]]:
+    """Run `cases` files through `_exercise`; returns (outcomes, seconds, (slowest file seconds, which))."""
     rng = np.random.default_rng(1234)
     originals = [pydicom_data_file(name).read_bytes() for name in SEEDS_FILES]
     outcomes: dict[str, int] = {}
+    slowest = (0.0, "")
     start = time.perf_counter()
-    for case in range(CASES):
+    for case in range(cases):
         data = originals[case % len(originals)]
         path = tmp_path / f"case{case}.dcm"
-        path.write_bytes(_mutate(data, rng))
+        if case % 10 == 9:
+            _hostile(case, rng, path, data)
+        else:
+            path.write_bytes(_mutate(data, rng))
+        t0 = time.perf_counter()
         try:
             outcome = _exercise(path)
         except Exception as exc:  # noqa: BLE001 - this is what the test hunts for
             pytest.fail(f"case {case} ({SEEDS_FILES[case % len(originals)]}) raised untyped {type(exc).__name__}: {exc}")
+        took = time.perf_counter() - t0
+        if took > slowest[0]:
+            slowest = (took, f"case {case} ({SEEDS_FILES[case % len(originals)]}, {outcome})")
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         path.unlink()
-    elapsed = time.perf_counter() - start
-    assert sum(outcomes.values()) == CASES
+    return outcomes, time.perf_counter() - start, slowest
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _check(outcomes: dict[str, int], cases: int, slowest: tuple[float, str]) -> None:
+    assert sum(outcomes.values()) == cases
     assert outcomes.get("ok", 0) > 0 and len(outcomes) > 1  # both paths were exercised
-    assert elapsed < 30, f"fuzzing took {elapsed:.1f}s"
+    assert outcomes.get("ImageTooLarge", 0) >= cases // 50  # every bomb was refused as such
+    assert slowest[0] < PER_FILE_S, f"{slowest[1]} took {slowest[0]:.2f}s"
+    assert _peak_rss_mb() < PEAK_RSS_MB, f"peak RSS {_peak_rss_mb():.0f} MB"
+
+
+def test_fuzzed_files_give_only_typed_errors(pydicom_data_file, tmp_path):
+    outcomes, elapsed, slowest = _fuzz(CASES, pydicom_data_file, tmp_path)
+    _check(outcomes, CASES, slowest)
+    assert elapsed < 40, f"fuzzing took {elapsed:.1f}s"
+
+
+@pytest.mark.slow
+def test_ten_thousand_fuzzed_files_bounded_in_time_and_memory(pydicom_data_file, tmp_path, capsys):
+    outcomes, elapsed, slowest = _fuzz(BIG_CASES, pydicom_data_file, tmp_path)
+    _check(outcomes, BIG_CASES, slowest)
+    with capsys.disabled():
+        print(f"\nfuzz: {BIG_CASES} files in {elapsed:.1f}s, slowest {slowest[0]:.2f}s ({slowest[1]}), "
+              f"peak RSS {_peak_rss_mb():.0f} MB, outcomes {dict(sorted(outcomes.items()))}")
+    assert elapsed < 900
 
 
 # What each of pydicom's malformed test files gives (documented behaviour, not just "no crash").

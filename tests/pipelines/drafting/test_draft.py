@@ -47,6 +47,30 @@ def test_model_identity_is_content_hash_and_prompt_sensitive(tiny_checkpoint):
     assert model_identity(tiny_checkpoint, DraftOptions(batch_size=1)).prompt_hash == a.prompt_hash
 
 
+def test_identity_of_a_hugging_face_folder_is_read_without_loading_it(tmp_path):
+    """Model version = the folder's fingerprint; views and image size from the family and the processor."""
+    import json
+
+    from _families import save_family
+
+    from medvlm.loading import model_fingerprint
+    from pipelines.drafting.identity import DraftOptions, model_identity
+
+    llava = save_family("llava", tmp_path / "llava")
+    ident = model_identity(llava)
+    assert ident.family == "llava" and ident.model_version == model_fingerprint(llava).model_version
+    assert (ident.image_size, ident.max_views) == (32, 1)  # the processor's crop; LLaVA-1.5 takes one image
+    assert ident.adapter_hash is None and ident.remote_code == {} and not ident.trust_remote_code
+    assert model_identity(llava) == ident
+    assert model_identity(llava, DraftOptions(max_new_tokens=5)).prompt_hash != ident.prompt_hash
+    qwen = model_identity(save_family("qwen2_vl", tmp_path / "qwen"))
+    assert (qwen.family, qwen.image_size, qwen.max_views) == ("qwen2_vl", 64, 3)
+    assert qwen.prompt_hash != ident.prompt_hash  # same settings, another family's template
+    config = json.loads((llava / "config.json").read_text())
+    (llava / "config.json").write_text(json.dumps({**config, "note": "edited"}))
+    assert model_identity(llava).model_version != ident.model_version  # any file is part of the version
+
+
 def test_parse_source_forms(tmp_path):
     from dicom_io.dicomweb import DicomWebSource
     from dicom_io.dimse import DimseSource

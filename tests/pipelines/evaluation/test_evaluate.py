@@ -61,3 +61,33 @@ def test_optional_scorers_skip_with_a_reason(monkeypatch, tmp_path):
     assert out["radgraph"] == {"status": "skipped", "reason": "no local weights: set MEDVLM_RADGRAPH_WEIGHTS"}
     assert "missing path" in out["chexbert"]["reason"]
     assert "not installed" in out["green"]["reason"]
+
+
+def test_evaluate_register_records_baselines_and_the_gate_keeps_a_weak_model_out(tmp_path, mlflow_var_dir):
+    """`medvlm evaluate --model HF_DIR --register`: a plain Hugging Face folder is registered with its figures
+    and both baselines; random weights do not beat them, so the empty registry gets no champion."""
+    import mlflow
+    from _families import save_family
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.phantoms import PhantomConfig, generate_phantoms
+    from pipelines.tracking.registry import champion_exists
+    from pipelines.tracking.tracker import resolve_tracking_uri
+
+    data = tmp_path / "data"
+    generate_phantoms(data, n=8, seed=1, progress=False, config=PhantomConfig(size=64))
+    folder = save_family("qwen2_vl", tmp_path / "qwen")
+    result = CliRunner().invoke(app, ["evaluate", "--model", str(folder), "--data", str(data), "--register",
+                                      "--max-new-tokens", "6", "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "registry: version 1: champion unchanged" in " ".join(result.output.split())
+    uri = resolve_tracking_uri()
+    tags = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("medvlm", "1").tags
+    written = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    nn = written["baselines"]["nearest_neighbour"]["clinical_macro_f1"]
+    assert tags["family"] == "qwen2_vl" and tags["gate_decision"] == "rejected"
+    assert float(tags["baseline_nearest_neighbour_clinical_macro_f1"]) == pytest.approx(nn)
+    assert not champion_exists()
+    refused = CliRunner().invoke(app, ["evaluate", "--model", "models:/medvlm/1", "--data", str(data), "--register"])
+    assert refused.exit_code == 2 and "--register takes a model folder" in refused.output

@@ -45,7 +45,7 @@ def test_run_deid_folder(src, tmp_path, key_file, ctbrain):
     out = tmp_path / "out"
     summary = run_deid(src, out, key_file=key_file, progress=False)
     assert summary.as_dict() == {"files_in": 2, "files_written": 1, "failed": 1, "needs_pixel_review": 1,
-                                 "recipe_version": "1.0.0"}
+                                 "recipe_version": "2.0.0"}
 
     (written,) = _outputs(out)
     original = pydicom.dcmread(ctbrain)
@@ -72,10 +72,10 @@ def test_run_deid_folder(src, tmp_path, key_file, ctbrain):
     assert summary.needs_pixel_review[0]["flags"] == ["burned_in_annotation_missing"]
 
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["recipe_version"] == "1.0.0" and manifest["recipe_name"] == "medvlm-ps3.15-basic"
+    assert manifest["recipe_version"] == "2.0.0" and manifest["recipe_name"] == "medvlm-ps3.15-basic"
     assert len(manifest["recipe_sha256"]) == 64
     assert manifest["outputs"] == [str(written.relative_to(out))]
-    assert ds.DeidentificationMethod == manifest["deidentification_method"] == "medvlm-ps3.15-basic 1.0.0"
+    assert ds.DeidentificationMethod == manifest["deidentification_method"] == "medvlm-ps3.15-basic 2.0.0"
 
 
 def test_rerun_gives_identical_uids_and_bytes(src, tmp_path, key_file):
@@ -138,7 +138,7 @@ def test_cli_deid(src, tmp_path, key_file):
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["deid", str(src), str(out), "--key-file", str(key_file)])
     assert result.exit_code == 0, result.output
-    assert "files_written" in result.output and "recipe_version" in result.output and "1.0.0" in result.output
+    assert "files_written" in result.output and "recipe_version" in result.output and "2.0.0" in result.output
     assert len(_outputs(out)) == 1
     assert (out / FAILED_NAME).is_file() and (out / PIXEL_REVIEW_NAME).is_file() and (out / MANIFEST_NAME).is_file()
 

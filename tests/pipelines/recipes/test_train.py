@@ -105,7 +105,7 @@ def test_contrastive_loss_decreases_on_a_fixed_batch(phantom_dir, tmp_path, targ
     cfg = _tiny(phantom_dir, tmp_path)
     ds = StudyDataset(load_records(phantom_dir), ImageCache(cfg.model.image_size), 1)
     text = torch.nn.functional.normalize(torch.randn(len(ds), 16, generator=torch.Generator().manual_seed(0)), dim=-1)
-    model = ContrastiveModel.build(build_tower(cfg.model), 16, 0.07, False, seed=0,
+    model = ContrastiveModel.build(build_tower(cfg.model)[0], 16, 0.07, False, seed=0,
                                    target_temperature=target_temperature)
     pv = pixel_values([ds.images(i)[0] for i in range(len(ds))], cfg.model)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)

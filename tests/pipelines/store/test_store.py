@@ -48,7 +48,12 @@ def test_migrated_schema_matches_models(store):
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
     with store.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        from alembic.script import ScriptDirectory
+
+        from pipelines.store.db import MIGRATIONS_DIR
+
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == head
 
 
 def test_sqlite_pragmas(tmp_path):
@@ -56,6 +61,7 @@ def test_sqlite_pragmas(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA recursive_triggers").scalar() == 1  # REPLACE meets DELETE guards
 
 
 def test_default_url_from_env(monkeypatch, tmp_path):
