@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from pipelines.console import console, fail, fmt, gate, known_errors, print_summary
 
 app = typer.Typer(
     name="medvlm",
@@ -19,7 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks could carry PHI from DICOM headers
 )
-console = Console(stderr=True)
 
 
 @app.callback()
@@ -44,34 +43,6 @@ TrustOption = Annotated[bool, typer.Option("--trust-remote-code", help="Allow a 
                                            "code (MAIRA-2, CheXagent); its hashes are pinned and audited.")]
 
 
-def _fail(exc: Exception) -> None:
-    """Print a typed error as one actionable line and exit 2 (no traceback reaches the user)."""
-    from rich.markup import escape
-
-    # the message is data (paths, tag names), never markup: "[...]" in it must print as written
-    console.print(f"[bold red]error[/]: {escape(f'{type(exc).__name__}: {exc}')}", highlight=False)
-    raise typer.Exit(code=2)
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    """Errors that carry an actionable message; anything else is a bug and keeps its traceback."""
-    from compliance.deid_recipe import RecipeError
-    from dicom_io.errors import DicomIOError
-    from medvlm.errors import MedVLMError
-    from pipelines.errors import PipelineError
-
-    return (DicomIOError, MedVLMError, PipelineError, RecipeError, FileNotFoundError, NotADirectoryError)
-
-
-def _print_summary(title: str, summary: dict) -> None:
-    table = Table(title=title, show_header=False)
-    for key, value in summary.items():
-        if isinstance(value, dict):
-            value = "\n".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        table.add_row(str(key), str(value))
-    console.print(table)
-
-
 @app.command()
 def demo(
     var_dir: Annotated[Path, typer.Option("--var", help="Folder for everything the demo writes.")] = Path("var"),
@@ -87,19 +58,19 @@ def demo(
     try:
         summary = run_demo(DemoConfig(var_dir=var_dir, n_train=n_train, n_incoming=n_incoming, retrain=retrain),
                            console)
-    except _known_errors() as exc:
-        _fail(exc)
+    except known_errors() as exc:
+        fail(exc)
     train = summary.get("train") or {}
     evaluation = train.get("evaluation") or {}
     rows = {"timings (s)": summary["timings"]}
     if evaluation:
-        rows["clinical macro-F1 (held-out)"] = {n: _fmt(e.get("clinical_macro_f1")) for n, e in evaluation.items()}
-        rows["release gate"] = _gate(train.get("registry"))
+        rows["clinical macro-F1 (held-out)"] = {n: fmt(e.get("clinical_macro_f1")) for n, e in evaluation.items()}
+        rows["release gate"] = gate(train.get("registry"))
     else:
         rows["training"] = train.get("skipped", "-")
     drafted = summary.get("draft") or {}
     rows["batch drafting"] = {k: drafted.get(k) for k in ("studies_seen", "drafted", "skipped", "quarantined", "failed")}
-    _print_summary("demo (synthetic phantoms; NOT FOR CLINICAL USE)", rows)
+    print_summary("demo (synthetic phantoms; NOT FOR CLINICAL USE)", rows)
     if dashboard:
         import os
 
@@ -121,9 +92,9 @@ def ingest(
 
     try:
         summary = run_ingest(src, out, window=window, progress=True)
-    except _known_errors() as exc:
-        _fail(exc)
-    _print_summary("ingest", summary.as_dict())
+    except known_errors() as exc:
+        fail(exc)
+    print_summary("ingest", summary.as_dict())
 
 
 @app.command()
@@ -138,9 +109,9 @@ def deid(
 
     try:
         summary = run_deid(src, out, recipe=recipe, key_file=key_file, progress=True)
-    except _known_errors() as exc:
-        _fail(exc)
-    _print_summary("deid", summary.as_dict())
+    except known_errors() as exc:
+        fail(exc)
+    print_summary("deid", summary.as_dict())
 
 
 @app.command()
@@ -156,8 +127,8 @@ def label(
     try:
         for record in run_label(stream):
             sys.stdout.write(json.dumps(record) + "\n")
-    except _known_errors() as exc:
-        _fail(exc)
+    except known_errors() as exc:
+        fail(exc)
     finally:
         if stream is not sys.stdin:
             stream.close()
@@ -175,9 +146,9 @@ def phantoms(
 
     try:
         summary = generate_phantoms(out, n=n, seed=seed, progress=True, config=PhantomConfig(size=size))
-    except _known_errors() as exc:
-        _fail(exc)
-    _print_summary("phantoms", summary.as_dict())
+    except known_errors() as exc:
+        fail(exc)
+    print_summary("phantoms", summary.as_dict())
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -192,39 +163,27 @@ def train(
 
     try:
         summary = train_command(config, [*ctx.args, *(["model.trust_remote_code=true"] if trust_remote_code else [])])
-    except (ConfigError, *_known_errors()) as exc:
-        _fail(exc)
+    except (ConfigError, *known_errors()) as exc:
+        fail(exc)
     stages = {
-        name: (f"{st.get('steps_done')} steps, loss {_fmt(st.get('first_loss'))} -> {_fmt(st.get('last_loss'))}, "
+        name: (f"{st.get('steps_done')} steps, loss {fmt(st.get('first_loss'))} -> {fmt(st.get('last_loss'))}, "
                f"{st.get('wall_s', 0):.0f} s" + (" (already done)" if st.get("skipped") else ""))
         for name, st in (summary.get("stages") or {}).items()
     }
     evaluation = summary.get("evaluation") or {}
     registry = summary.get("registry") or {}
-    _print_summary("train", {
+    print_summary("train", {
         "stages": stages,
         "checkpoint": summary.get("checkpoint"),
-        "clinical macro-F1": {name: _fmt(ev.get("clinical_macro_f1")) for name, ev in evaluation.items()},
-        "release gate": _gate(registry),
+        "clinical macro-F1": {name: fmt(ev.get("clinical_macro_f1")) for name, ev in evaluation.items()},
+        "release gate": gate(registry),
     })
-
-
-def _gate(registry: dict | None) -> str:
-    """One line on the registered version and the champion release gate's decision."""
-    if not registry:
-        return "not registered"
-    verdict = "promoted to champion" if registry.get("promoted") else "champion unchanged"
-    return f"version {registry.get('version')}: {verdict} ({registry.get('reason')})"
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command()
 def evaluate(
     model: ModelOption,
-    data: Annotated[Path, typer.Option("--data", help="Folder of DICOM studies with reports.jsonl.")],
+    data: Annotated[Path, typer.Option("--data", help="Folder with reports.jsonl, or a labelled image folder.")],
     out: Annotated[Path | None, typer.Option("--out", help="Where eval.json / eval.md go.")] = None,
     register: Annotated[bool, typer.Option(help="Register in MLflow; champion only if it beats both baselines.")] = False,
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget per report.")] = None,
@@ -239,8 +198,8 @@ def evaluate(
     try:
         result = evaluate_command(model, data, out, trust_remote_code=trust_remote_code, register=register,
                                   max_new_tokens=max_new_tokens, max_studies=max_studies)
-    except (ConfigError, *_known_errors()) as exc:
-        _fail(exc)
+    except (ConfigError, *known_errors()) as exc:
+        fail(exc)
     for item in evaluation_output(result):
         console.print(item, highlight=False)
 
@@ -258,8 +217,8 @@ def dashboard(
 
     try:
         code = dashboard_command(db, port, host, model=model, trust_remote_code=trust_remote_code)
-    except _known_errors() as exc:
-        _fail(exc)
+    except known_errors() as exc:
+        fail(exc)
     raise typer.Exit(code=code)
 
 
@@ -287,9 +246,9 @@ def draft(
         summary = draft_command(model, source, db, workers, engine, lease_seconds, limit, True,
                                 batch_size=batch_size, max_new_tokens=max_new_tokens, work_dir=work_dir,
                                 watch=watch, ray_address=ray_address, trust_remote_code=trust_remote_code)
-    except _known_errors() as exc:
-        _fail(exc)
-    _print_summary("draft", summary.as_dict())
+    except known_errors() as exc:
+        fail(exc)
+    print_summary("draft", summary.as_dict())
 
 
 @app.command()
@@ -312,9 +271,9 @@ def export(
         summary = export_command(db, study, sink, fhir_out, include_unsigned, resend=resend, sr_out=sr_out,
                                  connect_timeout_s=connect_timeout, send_timeout_s=send_timeout,
                                  deadline_s=deadline)
-    except _known_errors() as exc:
-        _fail(exc)
-    _print_summary("export", summary.as_dict())
+    except known_errors() as exc:
+        fail(exc)
+    print_summary("export", summary.as_dict())
     if not summary.ok:
         console.print(f"[bold red]export incomplete[/]: {sum(summary.failed.values())} failed", highlight=False)
         raise typer.Exit(code=1)
@@ -332,8 +291,8 @@ def ask(
 
     try:
         answer = ask_command(model, study, question, trust_remote_code=trust_remote_code)
-    except _known_errors() as exc:
-        _fail(exc)
+    except known_errors() as exc:
+        fail(exc)
     typer.echo(answer)
 
 
@@ -355,9 +314,9 @@ def export_dataset(
         with open_store(db) as store:
             summary = export_approved_pairs(store, out, key_file=key_file, recipe=recipe,
                                             since=datetime.fromisoformat(since) if since else None)
-    except _known_errors() as exc:
-        _fail(exc)
-    _print_summary("export-dataset", summary.as_dict())
+    except known_errors() as exc:
+        fail(exc)
+    print_summary("export-dataset", summary.as_dict())
 
 
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
@@ -383,10 +342,10 @@ def audit_verify(
                 append_event(session, actor=actor, action="audit.verify", object_type="audit_log",
                              object_id="chain", outcome="ok" if report.ok else "broken",
                              details={"checked": report.events_checked, "broken": report.broken})
-    except (AuditError, *_known_errors()) as exc:
-        _fail(exc)
+    except (AuditError, *known_errors()) as exc:
+        fail(exc)
     if report.ok:
-        _print_summary("audit verify: OK", {"events checked": report.events_checked, "head hash": report.head_hash[:16]})
+        print_summary("audit verify: OK", {"events checked": report.events_checked, "head hash": report.head_hash[:16]})
         return
     console.print(f"[bold red]audit chain BROKEN[/] at {report.broken}: {report.reason}", markup=True, highlight=False)
     raise typer.Exit(code=1)

@@ -157,7 +157,7 @@ def test_head_out_of_step_alarms_but_appends_continue(store, caplog):
 
 def test_insert_or_replace_refused_on_audit_tables_without_recursive_triggers(store):
     if store.dialect != "sqlite":
-        pytest.skip("REPLACE conflict resolution is SQLite's")
+        pytest.skip(reason="REPLACE conflict resolution is SQLite's")
     _fill(store, 2)
     conn = sqlite3.connect(make_url(store.url).database)  # a plain connection: recursive_triggers off
     try:

@@ -50,7 +50,7 @@ def _signed(store) -> int:
 
 def _sqlite_file(store) -> str:
     if store.dialect != "sqlite":
-        pytest.skip("INSERT OR REPLACE is SQLite's")
+        pytest.skip(reason="INSERT OR REPLACE is SQLite's")
     return make_url(store.url).database
 
 
@@ -87,7 +87,7 @@ def test_insert_or_replace_is_refused_on_versions_and_signoffs(store):
 
 def test_on_conflict_update_is_refused_on_postgres(store):
     if store.dialect != "postgresql":
-        pytest.skip("ON CONFLICT DO UPDATE is PostgreSQL's form of a conflict clause")
+        pytest.skip(reason="ON CONFLICT DO UPDATE is PostgreSQL's form of a conflict clause")
     version_id = _signed(store)
     for stmt in (
         f"INSERT INTO signoffs (version_id, signer, role, signed_at, meaning, bound_hash) SELECT version_id, 'dr.b', "
