@@ -155,7 +155,8 @@ class ModelDrafter:
                     results[i] = draft
                     continue
                 payload = draft_payload(draft, self.ident, low_confidence=self.options.low_confidence)
-                flags = f", flags {sorted(payload.flags)}" if payload.flags else ""
+                shown = sorted(k for k in payload.flags if k != "findings_probabilities")  # not a flag
+                flags = f", flags {shown}" if shown else ""
                 results[i] = Drafted(payload, f"{draft.n_tokens} tokens{flags}")
         return [results[i] for i in range(len(jobs))]
 

@@ -135,6 +135,9 @@ class Evaluation:
     """Studies evaluated."""
     examples: list[dict[str, str]]
     """A few (prediction, reference) pairs (synthetic phantom text only)."""
+    finding: dict[str, Any] | None = None
+    """Labelled image folders: the pneumonia finding's accuracy, sensitivity, specificity, ROC AUC
+    (`pipelines.evaluation.image_folder`); None for other data folders."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (NaN becomes null)."""
@@ -165,7 +168,9 @@ class Evaluation:
             "|---|" + "---:|" * len(SUMMARY_COLUMNS),
         ]
         lines += [f"| {name} | " + " | ".join(fmt(s.get(c)) for c in SUMMARY_COLUMNS) + " |" for name, s in rows]
-        lines += ["", "Per finding (model):", "", per_finding_markdown(self.per_finding)]
+        from pipelines.evaluation.image_folder import finding_lines
+
+        lines += ["", *finding_lines(self.finding), "", "Per finding (model):", "", per_finding_markdown(self.per_finding)]
         skipped = [f"- {k}: {v.get('reason', v.get('scores'))}" for k, v in self.optional.items()]
         lines += ["Optional scorers:", "", *skipped, ""]
         return "\n".join(lines)
@@ -251,6 +256,9 @@ def evaluate_bundle(
     predictions = [format_report(d.findings, d.impression) for d in drafts]
     references = [test.report(i) for i in range(len(test))]
     result = evaluate_reports(predictions, references)
+    from pipelines.evaluation.image_folder import finding_metrics
+
+    finding = finding_metrics(bundle, data_dir, split, test, predictions)  # None unless records carry labels
     base = evaluate_baselines(
         [train.report(i) for i in range(len(train))],
         references,
@@ -266,6 +274,7 @@ def evaluate_bundle(
         split=split,
         n_studies=len(test),
         examples=[{"prediction": p, "reference": r} for p, r in list(zip(predictions, references, strict=True))[:3]],
+        finding=finding,
     )
 
 
@@ -330,8 +339,9 @@ def evaluate_command(model: str, data: str | Path, out: str | Path | None = None
     Args:
         model: a medvlm checkpoint, a Hugging Face folder of an allowed family, or an MLflow URI
             (`models:/medvlm@champion`).
-        data: data folder (DICOM + reports.jsonl); its val and test splits are evaluated.
-        out: where `eval.json` and `eval.md` go; default `<data>/eval`.
+        data: data folder (DICOM + reports.jsonl), or a labelled image folder (`NORMAL/`, `PNEUMONIA/`: its
+            held-out children, with the pneumonia finding's scores; `pipelines.evaluation.image_folder`).
+        out: where `eval.json` and `eval.md` go; default `<data>/eval` (an image folder: `var/eval/<name>`).
         trust_remote_code: allow a Hugging Face folder's own code.
         register: register the folder in MLflow with these metrics and baselines, then run the
             release gate (a model that does not beat both baselines never becomes champion).
@@ -351,8 +361,11 @@ def evaluate_command(model: str, data: str | Path, out: str | Path | None = None
 
     if register and str(model).startswith("models:/"):
         raise RegistryError("--register takes a model folder; a models:/ URI is registered already")
-    out = Path(out) if out is not None else Path(data) / "eval"
-    evaluation = evaluate_checkpoint(model, data, out, trust_remote_code=trust_remote_code,
+    from pipelines.evaluation.image_folder import is_labelled_folder, prepare
+
+    folder = is_labelled_folder(data)  # shared, often read-only: its eval goes under var/
+    out = Path(out) if out is not None else Path("var/eval") / Path(data).name if folder else Path(data) / "eval"
+    evaluation = evaluate_checkpoint(model, prepare(data, out), out, trust_remote_code=trust_remote_code,
                                      max_new_tokens=max_new_tokens, max_studies=max_studies)
     d = evaluation.to_dict()
     result = {
@@ -361,6 +374,7 @@ def evaluate_command(model: str, data: str | Path, out: str | Path | None = None
         "n_studies": evaluation.n_studies,
         "split": evaluation.split,
         "optional": d["optional"],
+        "finding": d["finding"],
         "eval_json": str(out / "eval.json"),
         "eval_md": str(out / "eval.md"),
     }

@@ -30,7 +30,9 @@ def evaluation_output(result: dict[str, Any]) -> list[Any]:
     ``--register``), where the report was written (plain text, never read as markup)."""
     from rich.text import Text
 
-    out: list[Any] = [evaluation_table(result)]
+    from pipelines.evaluation.image_folder import finding_lines
+
+    out: list[Any] = [evaluation_table(result), *(Text(line) for line in finding_lines(result.get("finding")))]
     registry = result.get("registry")
     if registry:
         verdict = "promoted to champion" if registry["promoted"] else "champion unchanged"

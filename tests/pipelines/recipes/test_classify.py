@@ -48,13 +48,13 @@ def test_classify_alone_then_projector_attaches_head(phantoms, tmp_path, capsys)
     from pipelines.recipes import classify, projector
 
     out = tmp_path / "run"
-    classify.main(_argv(phantoms, out))
+    classify.main(_argv(phantoms, out, "classify.balance=true"))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["stages"]["classify"]["steps_done"] == 4 and not printed["stopped"]
     stage = out / "stage0b_classify"
     assert (stage / HEAD_WEIGHTS).is_file() and (stage / "vision_tower.safetensors").is_file()
     assert json.loads((stage / HEAD_SPEC).read_text())["hidden"] == 8
-    classify.main(_argv(phantoms, out))  # done: skipped, nothing retrains
+    classify.main(_argv(phantoms, out, "classify.balance=true"))  # done: skipped, nothing retrains
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["stages"]["classify"]["skipped"] == "done"
 
     projector.main(_argv(phantoms, out))  # picks up the classify stage's tower and head
