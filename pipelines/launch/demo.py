@@ -108,7 +108,7 @@ def run_demo(cfg: DemoConfig, console: Console) -> dict[str, Any]:
     timings["phantoms_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    console.rule("2/4 training (stage 0 contrastive, stage 1 projector, stage 2 LoRA), tracked in MLflow")
+    console.rule("2/4 training (the recipe's stages: findings head, projector, LoRA), tracked in MLflow")
     if champion_exists(tracking_uri=tracking_uri) and not cfg.retrain:
         console.print("a registered champion exists: skipping training (pass --retrain to train again)")
         summary["train"] = {"skipped": "champion registered"}
