@@ -7,11 +7,13 @@ twin differ only by the finding (the renderers' tests rely on this).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from pipelines.phantoms.canvas import grid
+from pipelines.phantoms.canvas import grid, image_hw
 from pipelines.phantoms.spec import FindingsSpec
 
 
@@ -106,3 +108,36 @@ def expose(density: np.ndarray, body: Body, rng: np.random.Generator) -> np.ndar
     mottle = ndimage.gaussian_filter(rng.standard_normal((h, w)).astype(np.float32), sigma=max(h / 64, 1.0))
     img = img + body.noise * speckle + 2.0 * body.noise * mottle * (h / 64)
     return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+def render_view(
+    spec: FindingsSpec,
+    size: int,
+    rng: np.random.Generator | None,
+    anatomy: Callable[[Body, int, int, np.random.Generator], Any],
+    draw: Mapping[str, Callable[[Any, Any, np.random.Generator], None]],
+) -> np.ndarray:
+    """The steps every view shares: body, the view's anatomy, its findings in spec order, exposure.
+
+    Args:
+        spec: the study's findings.
+        size: image side in pixels.
+        rng: the study's generator (split into body, markings, findings and noise streams so that a study
+            and its normal twin rendered from equal generators differ only by the findings).
+        anatomy: the view's normal chest builder; returns an object with `density`, `air`, `mark_w`, `marks`.
+        draw: the view's drawing function per finding kind.
+
+    Returns:
+        float32 array (H, W) in [0, 1], display convention (bright = dense).
+    """
+    h, w = image_hw(size)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    body_rng, mark_rng, find_rng, noise_rng = rng.spawn(4)
+    b = draw_body(body_rng, spec)
+    chest = anatomy(b, h, w, mark_rng)
+    for f in spec.findings:
+        fn = draw.get(f.kind)
+        if fn is not None:
+            fn(chest, f, find_rng)  # findings share one generator, drawn in spec order
+    density = chest.density - chest.air + chest.mark_w * chest.marks
+    return expose(np.clip(density, 0.0, None), b, noise_rng)

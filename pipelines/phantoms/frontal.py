@@ -12,13 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.phantoms.body import Body, draw_body, expose
+from pipelines.phantoms.body import Body, render_view
 from pipelines.phantoms.canvas import (
     blob,
     curve,
     ellipse,
     grid,
-    image_hw,
     patch,
     polyline,
     side_mask,
@@ -263,14 +262,4 @@ def render_frontal(
     Raises:
         PhantomError: `size` is under 32 pixels.
     """
-    h, w = image_hw(size)
-    rng = rng if rng is not None else np.random.default_rng(0)
-    body_rng, mark_rng, find_rng, noise_rng = rng.spawn(4)
-    b = draw_body(body_rng, spec)
-    chest = _anatomy(b, h, w, mark_rng)
-    for f in spec.findings:
-        draw = _DRAW.get(f.kind)
-        if draw is not None:
-            draw(chest, f, find_rng)  # findings share one generator, drawn in spec order
-    density = chest.density - chest.air + chest.mark_w * chest.marks
-    return expose(np.clip(density, 0.0, None), b, noise_rng)
+    return render_view(spec, size, rng, _anatomy, _DRAW)
