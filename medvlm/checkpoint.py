@@ -16,6 +16,7 @@ Layout of one checkpoint directory::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,12 +27,12 @@ from compliance.clock import sha256_file
 from medvlm.bundle import MedVLM, torch_dtype, unwrap
 from medvlm.config import ModelConfig
 from medvlm.errors import CheckpointError, CheckpointIntegrityError, UnsafeCheckpointError
+from medvlm.hf_folder import PICKLE_SUFFIXES
 
 CONFIG_FILE = "medvlm_config.json"
 MANIFEST_FILE = "manifest.json"
 ADAPTER_DIR = "adapter"
 FORMAT_VERSION = 1
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def _files(directory: Path) -> list[str]:
@@ -183,21 +184,26 @@ def verify_checkpoint(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_checkpoint(directory: str | Path, *, merge: bool = False, trainable: bool = False) -> MedVLM:
+def load_checkpoint(directory: str | Path, *, merge: bool = False, trainable: bool = False,
+                    trust_remote_code: bool = False, dtype: str | None = None) -> MedVLM:
     """Rebuild model, processor and config from a checkpoint directory alone.
 
     Args:
         directory: written by `save_checkpoint`.
         merge: fold the LoRA adapter into the base weights (faster inference, no peft wrapper).
         trainable: keep the adapter trainable (to resume training); ignored with `merge`.
+        trust_remote_code: a model fine-tuned from a remote-code folder (its `*.py` saved beside the
+            weights, covered by the manifest) loads with its own class only with this flag.
+        dtype: "float32" or "bfloat16" instead of the checkpoint's own `model.dtype`.
 
     Returns:
         `MedVLM`, model in eval mode.
 
     Raises:
-        CheckpointError: see `verify_checkpoint` (pickle files, tampering, missing files).
+        CheckpointError: see `verify_checkpoint` (pickle files, tampering, missing files);
+            RemoteCodeError: remote code without `trust_remote_code`.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from medvlm.families import FAMILIES, OWN, get_family
 
@@ -208,18 +214,22 @@ def load_checkpoint(directory: str | Path, *, merge: bool = False, trainable: bo
         raise CheckpointError(f"{directory / CONFIG_FILE}: format {stored.get('format')} unsupported")
     cfg = ModelConfig.from_dict(stored["model"])
     family = FAMILIES[OWN] if stored.get("family", OWN) == OWN else get_family(stored["family"])
+    if dtype is not None:
+        cfg = dataclasses.replace(cfg, dtype=dtype)
     if family.name == OWN:
         model = LlavaForConditionalGeneration.from_pretrained(
             str(directory), local_files_only=True, use_safetensors=True, dtype=torch_dtype(cfg.dtype)
         )
         processor = AutoProcessor.from_pretrained(str(directory), local_files_only=True)
     else:  # a fine-tuned Hugging Face family: its own class and processor (images-only when video-capable)
+        from medvlm.hf_folder import check_folder, from_pretrained
         from medvlm.hub_processor import load_processor
 
-        model = AutoModelForImageTextToText.from_pretrained(
-            str(directory), local_files_only=True, use_safetensors=True, dtype=torch_dtype(cfg.dtype)
-        )
-        processor = load_processor(directory, family)
+        # the manifest already pins every file, the remote code included: only the flag is checked here
+        hf_config = check_folder(directory, trust_remote_code=trust_remote_code)
+        model = from_pretrained(directory, hf_config, trust_remote_code=trust_remote_code,
+                                dtype=torch_dtype(cfg.dtype))
+        processor = load_processor(directory, family, trust_remote_code=trust_remote_code)
     if (directory / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 

@@ -6,7 +6,8 @@
 `AutoModelForImageTextToText` + the checkpoint's own processor. `load_vlm` never runs a model it
 cannot trust, and says what to do instead:
 
-- `model_type` not on the allow-list (`medvlm.families`)          -> UnsupportedFamilyError
+- `model_type` not on the allow-list (`medvlm.families`), and no
+  trusted remote-code class built on an allowed family's class     -> UnsupportedFamilyError
 - a pickle file anywhere in the folder (`*.bin`, `*.pt`, ...)       -> UnsafeCheckpointError
 - an `auto_map` (remote code) without `trust_remote_code=True`      -> RemoteCodeError
 - remote code that differs from the hashes recorded before          -> RemoteCodeChangedError
@@ -20,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from medvlm.bundle import MedVLM, torch_dtype
-from medvlm.checkpoint import CONFIG_FILE, PICKLE_SUFFIXES, Fingerprint, _canonical_hash, content_hash
+from medvlm.checkpoint import CONFIG_FILE, Fingerprint, _canonical_hash, content_hash
 from medvlm.config import ModelConfig
 from medvlm.errors import (
     CheckpointError,
     ConfigError,
     RemoteCodeChangedError,
-    RemoteCodeError,
-    UnsafeCheckpointError,
     WeightsMismatchError,
 )
-from medvlm.families import get_family
+from medvlm.families import FamilySpec
+from medvlm.hf_folder import check_folder, folder_files, from_pretrained, resolve_family
 from medvlm.hub_processor import load_processor, nominal_image_size
 
 REMOTE_CODE_LOCK = "medvlm_remote_code.json"
@@ -57,7 +57,7 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False, dtype: str 
     Args:
         path: the folder.
         trust_remote_code: allow a Hugging Face folder's own `*.py` code (see `load_vlm`).
-        dtype: "float32" or "bfloat16" for a Hugging Face folder (a medvlm checkpoint keeps its own).
+        dtype: "float32" or "bfloat16"; default: a medvlm checkpoint's own, float32 for a Hugging Face folder.
         merge: fold a medvlm checkpoint's LoRA adapter into the weights.
 
     Raises:
@@ -66,34 +66,8 @@ def load_model(path: str | Path, *, trust_remote_code: bool = False, dtype: str 
     if is_medvlm_checkpoint(path):
         from medvlm.checkpoint import load_checkpoint
 
-        return load_checkpoint(path, merge=merge)
+        return load_checkpoint(path, merge=merge, trust_remote_code=trust_remote_code, dtype=dtype)
     return load_vlm(path, trust_remote_code=trust_remote_code, dtype=dtype)
-
-
-def _files(directory: Path) -> list[str]:
-    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
-
-
-def check_folder(path: str | Path, *, trust_remote_code: bool = False) -> dict[str, Any]:
-    """The checks that need no model: folder, pickle files, remote code flag. Returns `config.json`."""
-    directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise CheckpointError(
-            f"{directory} has no config.json: not a Hugging Face model folder (save it with save_pretrained)"
-        )
-    unsafe = [f for f in _files(directory) if f.lower().endswith(PICKLE_SUFFIXES)]
-    if unsafe:
-        raise UnsafeCheckpointError(
-            f"{directory} holds pickle files {unsafe}: refused (loading them can run code); "
-            "re-save the model with save_pretrained (safetensors) and delete them"
-        )
-    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    if config.get("auto_map") and not trust_remote_code:
-        raise RemoteCodeError(
-            f"{directory} runs its own code ({sorted(config['auto_map'])} in config.json): read the *.py files, "
-            "then pass trust_remote_code=True (--trust-remote-code) to allow it"
-        )
-    return config
 
 
 def remote_code_hashes(path: str | Path) -> dict[str, str]:
@@ -101,7 +75,7 @@ def remote_code_hashes(path: str | Path) -> dict[str, str]:
     from compliance.clock import sha256_file
 
     directory = Path(path)
-    return {name: sha256_file(directory / name) for name in _files(directory) if name.endswith(".py")}
+    return {name: sha256_file(directory / name) for name in folder_files(directory) if name.endswith(".py")}
 
 
 def verify_remote_code(path: str | Path, expected: dict[str, str] | None = None) -> dict[str, str]:
@@ -132,6 +106,22 @@ def verify_remote_code(path: str | Path, expected: dict[str, str] | None = None)
     return hashes
 
 
+def inspect_folder(path: str | Path, *, trust_remote_code: bool = False, remote_code: dict[str, str] | None = None,
+                   family: str | None = None) -> tuple[dict[str, Any], FamilySpec, dict[str, str]]:
+    """Check a Hugging Face folder without loading weights, in the safe order.
+
+    The pickle and flag checks, then the remote code against its recorded hashes, and only then
+    the family (which, for a remote-code model, imports the folder's code).
+
+    Returns:
+        (`config.json` as a dict, the family row, the remote code hashes or {}).
+    """
+    hf_config = check_folder(path, trust_remote_code=trust_remote_code)
+    hashes = verify_remote_code(path, remote_code) if hf_config.get("auto_map") else {}
+    spec = resolve_family(path, hf_config, trust_remote_code=trust_remote_code, family=family)
+    return hf_config, spec, hashes
+
+
 def load_vlm(path: str | Path, *, trust_remote_code: bool = False, dtype: str | None = None,
              family: str | None = None, remote_code: dict[str, str] | None = None,
              config: ModelConfig | None = None) -> MedVLM:
@@ -154,22 +144,13 @@ def load_vlm(path: str | Path, *, trust_remote_code: bool = False, dtype: str | 
         UnsupportedFamilyError, UnsafeCheckpointError, RemoteCodeError, RemoteCodeChangedError,
         WeightsMismatchError (all `CheckpointError`), ConfigError (the prompt cannot fit the context).
     """
-    from transformers import AutoModelForImageTextToText
-
     directory = Path(path)
-    hf_config = check_folder(directory, trust_remote_code=trust_remote_code)
-    model_type = str(hf_config.get("model_type"))
-    if family and family != model_type and not hf_config.get("auto_map"):
-        raise CheckpointError(f"{directory} is a {model_type} checkpoint: family={family!r} is only for "
-                              "remote-code models built on a supported family; leave it unset")
-    spec = get_family(family or model_type)
-    hashes = verify_remote_code(directory, remote_code) if hf_config.get("auto_map") else {}
+    hf_config, spec, hashes = inspect_folder(directory, trust_remote_code=trust_remote_code,
+                                             remote_code=remote_code, family=family)
     if not any(directory.glob("*.safetensors")):
         raise CheckpointError(f"{directory} has no *.safetensors weights: re-save the model with save_pretrained")
-    model, info = AutoModelForImageTextToText.from_pretrained(
-        str(directory), local_files_only=True, use_safetensors=True, dtype=torch_dtype(dtype),
-        trust_remote_code=trust_remote_code, output_loading_info=True,
-    )
+    model, info = from_pretrained(directory, hf_config, trust_remote_code=trust_remote_code,
+                                  dtype=torch_dtype(dtype), output_loading_info=True)
     problems = {k: sorted(v) for k, v in info.items() if v}
     if problems:
         detail = "; ".join(f"{k}: {v[:5]}{' ...' if len(v) > 5 else ''}" for k, v in problems.items())
@@ -219,7 +200,7 @@ def folder_fingerprint(path: str | Path) -> Fingerprint:
     from compliance.clock import sha256_file
 
     directory = Path(path)
-    files = {n: sha256_file(directory / n) for n in _files(directory) if n != REMOTE_CODE_LOCK}
+    files = {n: sha256_file(directory / n) for n in folder_files(directory) if n != REMOTE_CODE_LOCK}
     weights = {k: v for k, v in files.items() if k.endswith(".safetensors")}
     return Fingerprint(model_version=content_hash(files), weights_hash=_canonical_hash(weights), adapter_hash=None)
 

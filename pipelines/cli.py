@@ -39,6 +39,8 @@ DbOption = Annotated[
 ]
 ModelOption = Annotated[str, typer.Option("--model", help="medvlm checkpoint, Hugging Face folder (save_pretrained) "
                                                            "of a supported family, or models:/medvlm@champion.")]
+DtypeOption = Annotated[str | None, typer.Option("--dtype", help="Weights dtype: float32 | bfloat16 "
+                                                 "(default: a medvlm checkpoint's own, float32 otherwise).")]
 TrustOption = Annotated[bool, typer.Option("--trust-remote-code", help="Allow a Hugging Face folder's own *.py "
                                            "code (MAIRA-2, CheXagent); its hashes are pinned and audited.")]
 
@@ -189,6 +191,7 @@ def evaluate(
     max_new_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget per report.")] = None,
     max_studies: Annotated[int | None, typer.Option(min=1, help="Evaluate at most this many studies.")] = None,
     trust_remote_code: TrustOption = False,
+    dtype: DtypeOption = None,
 ) -> None:
     """Score a model against the most-common-report and nearest-neighbour baselines on held-out studies."""
     from medvlm.errors import ConfigError
@@ -197,7 +200,7 @@ def evaluate(
 
     try:
         result = evaluate_command(model, data, out, trust_remote_code=trust_remote_code, register=register,
-                                  max_new_tokens=max_new_tokens, max_studies=max_studies)
+                                  max_new_tokens=max_new_tokens, max_studies=max_studies, dtype=dtype)
     except (ConfigError, *known_errors()) as exc:
         fail(exc)
     for item in evaluation_output(result):
@@ -238,6 +241,7 @@ def draft(
     watch: Annotated[bool, typer.Option(help="Keep watching a folder source for new studies.")] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (engine ray).")] = None,
     trust_remote_code: TrustOption = False,
+    dtype: DtypeOption = None,
 ) -> None:
     """Draft reports for new studies into the review store: each study exactly once, resumable after a crash."""
     from pipelines.drafting.job import draft_command
@@ -245,7 +249,8 @@ def draft(
     try:
         summary = draft_command(model, source, db, workers, engine, lease_seconds, limit, True,
                                 batch_size=batch_size, max_new_tokens=max_new_tokens, work_dir=work_dir,
-                                watch=watch, ray_address=ray_address, trust_remote_code=trust_remote_code)
+                                watch=watch, ray_address=ray_address, trust_remote_code=trust_remote_code,
+                                dtype=dtype)
     except known_errors() as exc:
         fail(exc)
     print_summary("draft", summary.as_dict())
@@ -285,12 +290,13 @@ def ask(
     model: ModelOption,
     study: Annotated[Path, typer.Option("--study", help="Folder with the study's DICOM files.")],
     trust_remote_code: TrustOption = False,
+    dtype: DtypeOption = None,
 ) -> None:
     """Ask the model a question about a study's images."""
     from pipelines.drafting.ask import ask_command
 
     try:
-        answer = ask_command(model, study, question, trust_remote_code=trust_remote_code)
+        answer = ask_command(model, study, question, trust_remote_code=trust_remote_code, dtype=dtype)
     except known_errors() as exc:
         fail(exc)
     typer.echo(answer)

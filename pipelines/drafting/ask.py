@@ -53,7 +53,8 @@ def load_study_images(study_dir: str | Path, image_size: int, *, window: str = "
 
 
 def ask_study(model: str | Path, study_dir: str | Path, question: str,
-              history: list[tuple[str, str]] | None = None, *, trust_remote_code: bool = False) -> Answer:
+              history: list[tuple[str, str]] | None = None, *, trust_remote_code: bool = False,
+              dtype: str | None = None) -> Answer:
     """Answer `question` about the study in `study_dir`.
 
     Args:
@@ -62,6 +63,7 @@ def ask_study(model: str | Path, study_dir: str | Path, question: str,
         question: the clinician's question.
         history: earlier (question, answer) turns.
         trust_remote_code: allow a Hugging Face folder's own code.
+        dtype: "float32" | "bfloat16" weights (None: the checkpoint's own).
 
     Returns:
         `medvlm.generate.Answer` (text, confidence, sentences).
@@ -75,7 +77,7 @@ def ask_study(model: str | Path, study_dir: str | Path, question: str,
 
     if not question.strip():
         raise AskError("the question is empty")
-    bundle = load_model(model, merge=True, trust_remote_code=trust_remote_code)
+    bundle = load_model(model, merge=True, trust_remote_code=trust_remote_code, dtype=dtype)
     images = load_study_images(study_dir, bundle.config.image_size, max_views=bundle.config.max_views)
     return answer_question(bundle, images, question, history)
 
@@ -85,7 +87,8 @@ def format_answer(answer: Answer) -> str:
     return f"{answer.text or '(no answer)'} (confidence {answer.confidence:.2f})"
 
 
-def ask_command(model: str, study_dir: str | Path, question: str, *, trust_remote_code: bool = False) -> str:
+def ask_command(model: str, study_dir: str | Path, question: str, *, trust_remote_code: bool = False,
+                dtype: str | None = None) -> str:
     """`medvlm ask --model M --study DIR "question"`: the answer with its confidence, one line.
 
     Raises:
@@ -93,4 +96,4 @@ def ask_command(model: str, study_dir: str | Path, question: str, *, trust_remot
     """
     from pipelines.drafting.ask import ask_study, format_answer
 
-    return format_answer(ask_study(model, study_dir, question, trust_remote_code=trust_remote_code))
+    return format_answer(ask_study(model, study_dir, question, trust_remote_code=trust_remote_code, dtype=dtype))

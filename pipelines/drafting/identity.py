@@ -52,6 +52,8 @@ class DraftOptions:
     """Torch intra-op threads per worker process; None: 1 with several workers, torch's default with one."""
     trust_remote_code: bool = False
     """Allow a Hugging Face folder's own code (``--trust-remote-code``); its hashes are pinned for the run."""
+    dtype: str | None = None
+    """Weights dtype ("float32" | "bfloat16"); None: a medvlm checkpoint's own, float32 for a Hugging Face folder."""
 
     def __post_init__(self) -> None:
         if self.lease_seconds <= 0:
@@ -62,6 +64,10 @@ class DraftOptions:
             raise DraftError(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise DraftError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        from medvlm.config import DTYPES
+
+        if self.dtype not in (None, *DTYPES):
+            raise DraftError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class ModelIdentity:
         trust_remote_code: the folder's own code may run (``--trust-remote-code``).
         remote_code: sha256 of each remote code file, pinned when the job started: every worker
             refuses code that differs (empty without remote code).
+        dtype: the weights dtype the workers load (None: the checkpoint's own / float32).
     """
 
     checkpoint: str
@@ -90,6 +97,7 @@ class ModelIdentity:
     family: str = "medvlm"
     trust_remote_code: bool = False
     remote_code: dict[str, str] = field(default_factory=dict)
+    dtype: str | None = None
 
 
 def _canonical_hash(obj: Any) -> str:
@@ -115,6 +123,8 @@ def _prompt_hash(cfg: ModelConfig, options: DraftOptions, max_views: int, family
     }
     if family is not None:  # a Hugging Face folder: its chat template renders the same settings differently
         prompt["family"] = family
+    if options.dtype is not None:  # bf16 weights may choose other tokens than the checkpoint's own dtype
+        prompt["dtype"] = options.dtype
     return _canonical_hash(prompt)
 
 
@@ -151,6 +161,10 @@ def model_identity(checkpoint: str | Path, options: DraftOptions | None = None) 
         raise CheckpointError(f"{folder}: not a medvlm checkpoint ({type(exc).__name__})") from exc
     cfg = ModelConfig.from_dict(stored["model"])
     family = stored.get("family") or OWN  # another family: a fine-tuned Hugging Face model saved by medvlm
+    if family != OWN:  # fine-tuned from a remote-code folder: its code runs only with the flag
+        from medvlm.hf_folder import check_folder
+
+        check_folder(folder, trust_remote_code=options.trust_remote_code)
     max_views = min(cfg.max_views, FAMILIES[family].max_images) if family in FAMILIES else cfg.max_views
     fp = fingerprint(folder, manifest)
     return ModelIdentity(
@@ -162,6 +176,7 @@ def model_identity(checkpoint: str | Path, options: DraftOptions | None = None) 
         max_views=int(max_views),
         family=str(family or "medvlm"),
         trust_remote_code=options.trust_remote_code,
+        dtype=options.dtype,
     )
 
 
@@ -173,14 +188,11 @@ def _folder_identity(folder: Path, options: DraftOptions) -> ModelIdentity:
     the workers draft with.
     """
     from medvlm.config import ModelConfig
-    from medvlm.families import get_family
     from medvlm.hub_processor import load_processor, nominal_image_size
-    from medvlm.loading import check_folder, model_fingerprint, verify_remote_code
+    from medvlm.loading import inspect_folder, model_fingerprint
 
-    hf_config = check_folder(folder, trust_remote_code=options.trust_remote_code)
-    spec = get_family(str(hf_config.get("model_type")))
-    remote_code = verify_remote_code(folder) if hf_config.get("auto_map") else {}
-    check_weights(folder, trust_remote_code=options.trust_remote_code)
+    hf_config, spec, remote_code = inspect_folder(folder, trust_remote_code=options.trust_remote_code)
+    check_weights(folder, hf_config, trust_remote_code=options.trust_remote_code)
     processor = load_processor(folder, spec, trust_remote_code=options.trust_remote_code)
     cfg = ModelConfig(init_from=str(folder), image_size=nominal_image_size(processor))
     max_views = min(spec.max_images, cfg.max_views)
@@ -194,11 +206,12 @@ def _folder_identity(folder: Path, options: DraftOptions) -> ModelIdentity:
         max_views=int(max_views),
         family=spec.name,
         trust_remote_code=options.trust_remote_code,
+        dtype=options.dtype,
         remote_code=remote_code,
     )
 
 
-def check_weights(folder: str | Path, *, trust_remote_code: bool = False) -> None:
+def check_weights(folder: str | Path, hf_config: dict[str, Any], *, trust_remote_code: bool = False) -> None:
     """Refuse a Hugging Face folder whose tensors do not match its architecture, without loading them.
 
     The model is built on the meta device, so only the safetensors headers are read: a job is
@@ -208,14 +221,12 @@ def check_weights(folder: str | Path, *, trust_remote_code: bool = False) -> Non
     Raises:
         medvlm.errors.WeightsMismatchError: a missing, unexpected or mis-shaped tensor.
     """
-    from transformers import AutoModelForImageTextToText
-
     from medvlm.errors import WeightsMismatchError
+    from medvlm.hf_folder import from_pretrained
 
     try:
-        _, info = AutoModelForImageTextToText.from_pretrained(
-            str(folder), device_map="meta", local_files_only=True, use_safetensors=True,
-            trust_remote_code=trust_remote_code, output_loading_info=True)
+        _, info = from_pretrained(folder, hf_config, trust_remote_code=trust_remote_code, device_map="meta",
+                                  output_loading_info=True)
     except (RuntimeError, ValueError) as exc:  # transformers raises on a shape mismatch
         raise WeightsMismatchError(f"{folder}: the weights do not fit the architecture ({type(exc).__name__}). "
                                    "Re-save the model with save_pretrained") from exc

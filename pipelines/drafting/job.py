@@ -181,6 +181,7 @@ def draft_command(
     watch: bool = False,
     ray_address: str | None = None,
     trust_remote_code: bool = False,
+    dtype: str | None = None,
 ) -> DraftSummary:
     """`medvlm draft --model M --source SRC [--db URL] [--workers N] [--engine local|ray]`.
 
@@ -202,6 +203,7 @@ def draft_command(
         watch: poll a folder source for new files.
         ray_address: Ray cluster address (engine ray); None = a local cluster.
         trust_remote_code: allow a Hugging Face folder's own code (hashes pinned, audited per worker).
+        dtype: weights dtype in the workers ("float32" | "bfloat16"; None: the checkpoint's own).
 
     Returns:
         `pipelines.drafting.job.DraftSummary` (``as_dict()`` for printing).
@@ -209,7 +211,7 @@ def draft_command(
     from pipelines.intake.sources import parse_source
 
     options = DraftOptions(lease_seconds=lease_seconds, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           trust_remote_code=trust_remote_code)
+                           trust_remote_code=trust_remote_code, dtype=dtype)
     parsed = parse_source(source, work_dir=work_dir, calling_aet=calling_aet, our_port=our_port, watch=watch)
     return run_draft_job(model, parsed, db=db, workers=workers, engine=engine, options=options, limit=limit,
                          progress=progress, ray_address=ray_address)

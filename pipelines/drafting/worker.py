@@ -106,8 +106,9 @@ def load_bundle(ident: ModelIdentity, threads: int | None = None) -> MedVLM:
     if threads:
         torch.set_num_threads(int(threads))
     if ident.remote_code:
-        return load_vlm(ident.checkpoint, trust_remote_code=ident.trust_remote_code, remote_code=ident.remote_code)
-    return load_model(ident.checkpoint, trust_remote_code=ident.trust_remote_code, merge=True)
+        return load_vlm(ident.checkpoint, trust_remote_code=ident.trust_remote_code, remote_code=ident.remote_code,
+                        dtype=ident.dtype)
+    return load_model(ident.checkpoint, trust_remote_code=ident.trust_remote_code, merge=True, dtype=ident.dtype)
 
 
 class ModelDrafter:

@@ -300,11 +300,12 @@ def evaluate_checkpoint(
     tracking_uri: str | None = None,
     trust_remote_code: bool = False,
     max_new_tokens: int | None = None,
+    dtype: str | None = None,
 ) -> Evaluation:
     """Resolve `model` (medvlm checkpoint, Hugging Face folder or `models:/` URI), evaluate it, write eval.json/.md."""
     from pipelines.tracking.registry import load_model
 
-    bundle = load_model(model, tracking_uri=tracking_uri, trust_remote_code=trust_remote_code)
+    bundle = load_model(model, tracking_uri=tracking_uri, trust_remote_code=trust_remote_code, dtype=dtype)
     if max_new_tokens is not None:
         bundle.config = dataclasses.replace(bundle.config, generation=dataclasses.replace(
             bundle.config.generation, max_new_tokens=max_new_tokens))
@@ -333,7 +334,7 @@ def register_evaluated(model: str | Path, evaluation: Evaluation, *, trust_remot
 
 def evaluate_command(model: str, data: str | Path, out: str | Path | None = None, *, trust_remote_code: bool = False,
                      register: bool = False, max_new_tokens: int | None = None,
-                     max_studies: int | None = None) -> dict[str, Any]:
+                     max_studies: int | None = None, dtype: str | None = None) -> dict[str, Any]:
     """`medvlm evaluate --model M --data DIR [--out DIR] [--register]`: model vs. baselines on the held-out split.
 
     Args:
@@ -347,6 +348,7 @@ def evaluate_command(model: str, data: str | Path, out: str | Path | None = None
             release gate (a model that does not beat both baselines never becomes champion).
         max_new_tokens: override of the model's token budget per report.
         max_studies: evaluate at most this many studies.
+        dtype: "float32" | "bfloat16" weights (None: the checkpoint's own).
 
     Returns:
         `{"model": summary, "most_common": summary, "nearest_neighbour": summary, "n_studies": N,
@@ -366,7 +368,7 @@ def evaluate_command(model: str, data: str | Path, out: str | Path | None = None
     folder = is_labelled_folder(data)  # shared, often read-only: its eval goes under var/
     out = Path(out) if out is not None else Path("var/eval") / Path(data).name if folder else Path(data) / "eval"
     evaluation = evaluate_checkpoint(model, prepare(data, out), out, trust_remote_code=trust_remote_code,
-                                     max_new_tokens=max_new_tokens, max_studies=max_studies)
+                                     max_new_tokens=max_new_tokens, max_studies=max_studies, dtype=dtype)
     d = evaluation.to_dict()
     result = {
         "model": d["summary"],

@@ -86,7 +86,8 @@ def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM:
     """
     stage_dir = session.stage_dir(STAGE)
     if session.skip_if_done(STAGE):
-        return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt)
+        return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt,
+                           trust_remote_code=session.cfg.model.trust_remote_code)
     if bundle is None:
         bundle = build_bundle(session.cfg, session.dataset, stage_dir, session.rt)
     session.note_model(bundle)

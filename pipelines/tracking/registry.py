@@ -94,8 +94,7 @@ def _check_model_dir(folder: Path, *, trust_remote_code: bool = False) -> dict[s
     """
     import json
 
-    from medvlm.families import get_family
-    from medvlm.loading import check_folder, is_medvlm_checkpoint, verify_remote_code
+    from medvlm.loading import inspect_folder, is_medvlm_checkpoint
 
     if is_medvlm_checkpoint(folder):
         from medvlm.checkpoint import verify_checkpoint
@@ -103,10 +102,10 @@ def _check_model_dir(folder: Path, *, trust_remote_code: bool = False) -> dict[s
         verify_checkpoint(folder)  # no pickles, every file matches its sha256
         kind = {"format": "medvlm"}
     else:
-        config = check_folder(folder, trust_remote_code=trust_remote_code)
-        kind = {"format": "huggingface", "family": get_family(str(config.get("model_type"))).name}
+        config, spec, hashes = inspect_folder(folder, trust_remote_code=trust_remote_code)
+        kind = {"format": "huggingface", "family": spec.name}
         if config.get("auto_map"):
-            kind["remote_code"] = json.dumps(verify_remote_code(folder), sort_keys=True)
+            kind["remote_code"] = json.dumps(hashes, sort_keys=True)
     if not any(folder.rglob("*.safetensors")):
         raise RegistryError(f"refused to register {folder}: no *.safetensors weights in it")
     return kind
@@ -211,7 +210,7 @@ def register_checkpoint(
 
 
 def load_model(model: str | Path, *, merge: bool = False, tracking_uri: str | None = None,
-               trust_remote_code: bool = False) -> MedVLM:
+               trust_remote_code: bool = False, dtype: str | None = None) -> MedVLM:
     """The one way `pipelines` and the dashboard load a model: a folder or an MLflow models URI.
 
     Args:
@@ -220,6 +219,7 @@ def load_model(model: str | Path, *, merge: bool = False, tracking_uri: str | No
         merge: fold a LoRA adapter into the base weights (inference only).
         tracking_uri: store URI for a models URI; default as ``resolve_tracking_uri``.
         trust_remote_code: allow a Hugging Face folder's own code (``--trust-remote-code``).
+        dtype: "float32" | "bfloat16" weights (None: a medvlm checkpoint's own, float32 otherwise).
 
     Returns:
         The loaded `MedVLM` in eval mode (``bundle.source["remote_code"]``: the trusted code's hashes).
@@ -232,7 +232,7 @@ def load_model(model: str | Path, *, merge: bool = False, tracking_uri: str | No
     from medvlm.loading import load_model as load_folder
 
     folder = resolve_model_uri(model, tracking_uri=tracking_uri)
-    return load_folder(folder, trust_remote_code=trust_remote_code, merge=merge)
+    return load_folder(folder, trust_remote_code=trust_remote_code, merge=merge, dtype=dtype)
 
 
 def resolve_model_uri(

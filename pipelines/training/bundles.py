@@ -69,17 +69,15 @@ def resolve_model_config(model: ModelConfig) -> ModelConfig:
         return model
     from medvlm.checkpoint import ADAPTER_DIR, CONFIG_FILE
     from medvlm.config import ModelConfig
-    from medvlm.families import get_family
     from medvlm.hub_processor import load_processor, nominal_image_size
-    from medvlm.loading import check_folder, is_medvlm_checkpoint
+    from medvlm.loading import inspect_folder, is_medvlm_checkpoint
 
     path = Path(model.init_from)
     if is_medvlm_checkpoint(path):
         stored = ModelConfig.from_dict(json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))["model"])
         lora = stored.lora if (path / ADAPTER_DIR).is_dir() else model.lora
         return dataclasses.replace(stored, init_from=str(path), lora=lora, generation=model.generation)
-    hf_config = check_folder(path, trust_remote_code=model.trust_remote_code)
-    family = get_family(str(hf_config.get("model_type")))
+    _, family, _ = inspect_folder(path, trust_remote_code=model.trust_remote_code)
     processor = load_processor(path, family, trust_remote_code=model.trust_remote_code)
     return dataclasses.replace(model, image_size=nominal_image_size(processor))
 
@@ -98,7 +96,8 @@ def load_pretrained(model: ModelConfig) -> MedVLM:
     if is_medvlm_checkpoint(model.init_from):
         from medvlm.checkpoint import load_checkpoint
 
-        bundle = dataclasses.replace(load_checkpoint(model.init_from, trainable=True), config=model)
+        bundle = dataclasses.replace(load_checkpoint(model.init_from, trainable=True,
+                                                     trust_remote_code=model.trust_remote_code), config=model)
     else:
         bundle = load_vlm(model.init_from, dtype=model.dtype, config=model, trust_remote_code=model.trust_remote_code)
     bundle.model.train()
@@ -195,7 +194,7 @@ def build_bundle(cfg: TrainConfig, dataset: StudyDataset, stage_dir: Path, rt: R
     return bundle
 
 
-def load_bundle(checkpoint: Path, rt: Runtime) -> MedVLM:
+def load_bundle(checkpoint: Path, rt: Runtime, *, trust_remote_code: bool = False) -> MedVLM:
     """A stage checkpoint reloaded with its adapter trainable (the next stage continues from it).
 
     Args:
@@ -207,6 +206,6 @@ def load_bundle(checkpoint: Path, rt: Runtime) -> MedVLM:
     """
     from medvlm.checkpoint import load_checkpoint
 
-    bundle = load_checkpoint(checkpoint, trainable=True)
+    bundle = load_checkpoint(checkpoint, trainable=True, trust_remote_code=trust_remote_code)
     bundle.model.to(rt.device)
     return bundle

@@ -135,7 +135,8 @@ class Session:
                 self.cfg = dataclasses.replace(self.cfg, vision_init=str(stage_dir / TOWER_FILE),
                                                head_init=str(stage_dir))
             else:
-                bundle = load_bundle(stage_dir / CHECKPOINT_DIR, self.rt)
+                bundle = load_bundle(stage_dir / CHECKPOINT_DIR, self.rt,
+                                     trust_remote_code=self.cfg.model.trust_remote_code)
         return bundle
 
 

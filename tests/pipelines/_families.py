@@ -41,20 +41,40 @@ def save_family(family: str, directory: Path) -> Path:
     return _tiny_vlms().save_tiny(family, Path(directory))
 
 
-def add_remote_code(folder: Path) -> Path:
+MAIRA_LIKE_CODE = '''from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+
+class MairaLikeConfig(LlavaConfig):
+    model_type = "maira_like"
+
+
+class MairaLikeForConditionalGeneration(LlavaForConditionalGeneration):
+    """Its own model_type, built on LLaVA, named under AutoModelForVision2Seq (as MAIRA-2 ships)."""
+
+    config_class = MairaLikeConfig
+'''
+
+
+def add_remote_code(folder: Path, *, own_model_type: bool = False) -> Path:
     """Make a saved LLaVA folder a remote-code model: a `*.py` file and an `auto_map` in config.json.
 
     The weights are re-saved under the module names the subclass loads (LLaVA saves legacy names that
-    transformers maps back only for its own class), so a trusted load has no random tensor.
+    transformers maps back only for its own class), so a trusted load has no random tensor. With
+    `own_model_type` the folder looks like MAIRA-2: `model_type` "maira_like" (on no allow-list),
+    its own config class, the model class under `AutoModelForVision2Seq`.
     """
     from safetensors.torch import save_file
     from transformers import LlavaForConditionalGeneration
 
     state = LlavaForConditionalGeneration.from_pretrained(folder).state_dict()
     save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors", metadata={"format": "pt"})
-    (folder / "modeling_remote.py").write_text(REMOTE_CODE, encoding="utf-8")
+    (folder / "modeling_remote.py").write_text(MAIRA_LIKE_CODE if own_model_type else REMOTE_CODE, encoding="utf-8")
     path = folder / "config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["auto_map"] = {"AutoModelForImageTextToText": "modeling_remote.RemoteLlava"}
+    if own_model_type:
+        config["model_type"] = "maira_like"
+        config["auto_map"] = {"AutoConfig": "modeling_remote.MairaLikeConfig",
+                              "AutoModelForVision2Seq": "modeling_remote.MairaLikeForConditionalGeneration"}
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from _draft_worker import make_phantoms
 from _families import add_remote_code, save_family
 from safetensors.torch import load_file, save_file
@@ -143,3 +144,70 @@ def test_train_takes_the_flag_for_a_remote_code_starting_point(llava_dir, tmp_pa
     trained = _cli(*argv, "--trust-remote-code")
     assert trained.exit_code == 0, trained.output
     assert (tmp_path / "out" / "checkpoint" / "medvlm_config.json").is_file()
+
+
+def test_a_maira_like_model_is_read_as_the_family_it_is_built_on_and_its_fine_tune_reloads(llava_dir, study_root,
+                                                                                           tmp_path):
+    """Own model_type + AutoModelForVision2Seq (MAIRA-2's layout): drafts, asks, trains; the trained
+    checkpoint carries the remote code and loads with its own class only with the flag."""
+    from compliance.audit import find_events
+    from pipelines.store import open_store
+    from pipelines.store.model_loads import TRUSTED_REMOTE_CODE
+
+    folder = add_remote_code(shutil.copytree(llava_dir, tmp_path / "maira"), own_model_type=True)
+    study = next(p for p in study_root.iterdir() if p.is_dir())
+    db = f"sqlite:///{tmp_path / 'store.db'}"
+    refused = _cli("ask", "Any effusion?", "--model", folder, "--study", study)
+    assert refused.exit_code == 2 and "RemoteCodeError" in refused.output
+    drafted = _cli("draft", "--model", folder, "--source", study_root, "--db", db, "--workers", "0",
+                   "--max-new-tokens", "4", "--trust-remote-code")
+    assert drafted.exit_code == 0, drafted.output
+    with open_store(db) as store, store.transaction() as session:
+        events = find_events(session, action=TRUSTED_REMOTE_CODE)
+    assert [e.details["family"] for e in events] == ["llava"]  # read as the family its class is built on
+
+    data = make_phantoms(tmp_path / "data", n=4, seed=3, size=64)
+    recipe = Path(__file__).resolve().parents[2] / "pipelines" / "configs" / "train_lora_hf.yaml"
+    trained = _cli("train", recipe, f"model.init_from={folder}", f"data.dir={data}", f"out_dir={tmp_path / 'out'}",
+                   "tracking=none", "register=false", "evaluate.enabled=false", "data.cache_dir=null", "lora.steps=1",
+                   "lora.batch_size=2", "lora.grad_accum=1", "lora.checkpoint_every=0", "--trust-remote-code")
+    assert trained.exit_code == 0, trained.output
+    checkpoint = tmp_path / "out" / "checkpoint"
+    assert (checkpoint / "modeling_remote.py").is_file()
+    plain = _cli("ask", "Any effusion?", "--model", checkpoint, "--study", study)
+    assert plain.exit_code == 2 and "RemoteCodeError" in plain.output, plain.output
+    from pipelines.tracking.registry import load_model
+
+    bundle = load_model(checkpoint, trust_remote_code=True, merge=True)
+    assert type(bundle.model).__name__ == "MairaLikeForConditionalGeneration" and bundle.family.name == "llava"
+    asked = _cli("ask", "Any effusion?", "--model", checkpoint, "--study", study, "--trust-remote-code")
+    assert asked.exit_code == 0, asked.output
+
+
+def test_remote_code_built_on_no_supported_family_is_refused_by_name(llava_dir, study_root, tmp_path):
+    folder = add_remote_code(shutil.copytree(llava_dir, tmp_path / "other"), own_model_type=True)
+    code = (folder / "modeling_remote.py").read_text()
+    # a model class that copies instead of subclassing a supported transformers class
+    (folder / "modeling_remote.py").write_text(code.replace("class MairaLikeForConditionalGeneration(LlavaForConditionalGeneration)",
+                                                            "class MairaLikeForConditionalGeneration(LlavaForConditionalGeneration.__base__)"))
+    study = next(p for p in study_root.iterdir() if p.is_dir())
+    result = _cli("ask", "Any effusion?", "--model", folder, "--study", study, "--trust-remote-code")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "UnsupportedFamilyError" in text and "MairaLikeForConditionalGeneration" in text and "Supported: llava" in text
+
+
+def test_dtype_option_loads_bfloat16_and_refuses_others(llava_dir, study_root):
+    from pipelines.drafting.identity import DraftError, DraftOptions, model_identity
+    from pipelines.tracking.registry import load_model
+
+    study = next(p for p in study_root.iterdir() if p.is_dir())
+    assert load_model(llava_dir, dtype="bfloat16").model.dtype == torch.bfloat16
+    asked = _cli("ask", "Any effusion?", "--model", llava_dir, "--study", study, "--dtype", "bfloat16")
+    assert asked.exit_code == 0, asked.output
+    bad = _cli("ask", "Any effusion?", "--model", llava_dir, "--study", study, "--dtype", "float16")
+    assert bad.exit_code == 2 and "float16" in bad.output
+    with pytest.raises(DraftError, match="--dtype"):
+        DraftOptions(dtype="float16")
+    fp32, bf16 = model_identity(llava_dir), model_identity(llava_dir, DraftOptions(dtype="bfloat16"))
+    assert bf16.dtype == "bfloat16" and bf16.prompt_hash != fp32.prompt_hash  # bf16 drafts are not fp32's

@@ -107,10 +107,12 @@ def test_remote_code_needs_the_flag_and_is_pinned(copy_family):
                                    "AutoModelForImageTextToText": "modeling_custom.CustomLlavaForConditionalGeneration"})
     with pytest.raises(RemoteCodeError, match="trust_remote_code"):
         load_vlm(folder)
-    with pytest.raises(UnsupportedFamilyError):  # a remote-code model says which family it is built on
-        load_vlm(folder, trust_remote_code=True)
-    bundle = load_vlm(folder, trust_remote_code=True, family="llava")
-    assert type(bundle.model).__name__ == "CustomLlavaForConditionalGeneration"
+    # its own model_type is on no allow-list: the family is the transformers class its model class subclasses
+    bundle = load_vlm(folder, trust_remote_code=True)
+    assert type(bundle.model).__name__ == "CustomLlavaForConditionalGeneration" and bundle.family.name == "llava"
+    with pytest.raises(UnsupportedFamilyError):  # an explicit family must itself be supported
+        load_vlm(folder, trust_remote_code=True, family="custom_llava")
+    assert load_vlm(folder, trust_remote_code=True, family="llava").family.name == "llava"
     hashes = bundle.source["remote_code"]
     assert list(hashes) == ["modeling_custom.py"] and len(hashes["modeling_custom.py"]) == 64
     assert json.loads((folder / REMOTE_CODE_LOCK).read_text())["files"] == hashes
