@@ -1,49 +1,18 @@
-"""Study page: frontal and lateral views with window/level and zoom, the AI draft, editing,
-version history with a diff, approve (sign) and reject, and similar prior cases (by image with a
-configured model, else by shared findings labels)."""
+"""Study page: the Cornerstone3D viewer (frontal, lateral, a recorded prior), the AI draft, editing,
+version history with a diff, approve (sign) and reject, similar prior cases (by image with a
+configured model, else by shared findings labels), and keyboard shortcuts (next, previous, approve)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import logic, viewer
+from dashboard import logic
 from dashboard.ui.ask import cached_bundle
+from dashboard.ui.worklist import open_study_page
+from dashboard.viewer_component import panel, shortcuts
 
 _LEGEND = (":orange-background[orange]: low model confidence (below "
            f"{logic.LOW_CONFIDENCE:.0%}) · :red-background[⚑ red]: part of a consistency flag (listed below)")
-
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def _image(path: str) -> viewer.ViewerImage:
-    return viewer.load_viewer_image(path)
-
-
-def _viewer(detail: logic.StudyDetail) -> None:
-    if not detail.images:
-        st.warning("No image files were found for this study.")
-        return
-    preset = st.segmented_control("Window preset", list(viewer.PRESETS), default="default",
-                                  key="vw_preset") or "default"
-    c1, c2, c3, c4, c5 = st.columns(5)
-    level = c1.slider("Level offset (%)", -50, 50, 0, 5, key="vw_level")
-    width_pct = c2.slider("Width (%)", 25, 400, 100, 25, key="vw_width")
-    zoom = c3.slider("Zoom", 1.0, 4.0, 1.0, 0.25, key="vw_zoom")
-    pan_x = c4.slider("Pan left–right", 0.0, 1.0, 0.5, 0.05, key="vw_panx", disabled=zoom == 1.0)
-    pan_y = c5.slider("Pan up–down", 0.0, 1.0, 0.5, 0.05, key="vw_pany", disabled=zoom == 1.0)
-    cols = st.columns(max(1, min(2, len(detail.images))))
-    for col, (view, path) in zip(cols, detail.images[:2], strict=False):
-        try:
-            img = _image(str(path))
-        except viewer.ViewerError as exc:
-            col.error(str(exc))
-            continue
-        centre, width = viewer.preset_window(img, preset)
-        span = img.robust_range[1] - img.robust_range[0]
-        centre, width = centre + level / 100 * span, width * width_pct / 100
-        pixels = viewer.render_view(img, centre=centre, width=width, zoom=zoom, pan=(pan_y, pan_x))
-        col.image(pixels, caption=f"{view} · W {width:.0f} / L {centre:.0f} · ×{zoom:g}", width="stretch")
-    if len(detail.images) > 2:
-        st.caption(f"{len(detail.images) - 2} more image(s) in this study are not shown.")
 
 
 def _draft(store, detail: logic.StudyDetail) -> None:  # noqa: ANN001
@@ -225,9 +194,77 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
                + (f" · indication: {logic.escape_markdown(detail.indication)}" if detail.indication else ""))
     left, right = st.columns([1.6, 1], gap="medium")
     with left:
-        _viewer(detail)
+        event = panel.render(store, detail, keys=True)
     with right:
         _draft(store, detail)
         _actions(store, sess, user, detail)
         _similar(store, detail)
         _history(detail)
+    _on_key(store, sess, user, detail, event)
+
+
+_NONCE_KEY = "vw_key_nonce"  # the last key press handled (the component keeps its value across reruns)
+
+
+def _editor_text(detail: logic.StudyDetail) -> tuple[str, str]:
+    latest = detail.latest
+    key = f"{detail.study_uid}_{latest.id}"
+    return (st.session_state.get(f"ed_findings_{key}", latest.findings),
+            st.session_state.get(f"ed_impression_{key}", latest.impression))
+
+
+@st.dialog("Approve and sign")
+def _confirm_approve(store, sess: logic.DashboardSession, user, detail: logic.StudyDetail) -> None:  # noqa: ANN001
+    latest = detail.latest
+    findings, impression = _editor_text(detail)
+    changed = findings != latest.findings or impression != latest.impression
+    st.markdown(f"Sign version {latest.version} of study {logic.escape_markdown(detail.label)} as "
+                f"**{logic.escape_markdown(user.username)}**, meaning “{logic.SIGN_MEANING}”?"
+                + (" The edited text in the editor is saved as a new version and signed." if changed else ""))
+    c1, c2 = st.columns(2)
+    if c1.button("Sign", key="dlg_sign", type="primary", width="stretch"):
+        try:  # the same call as the page's "Approve and sign" button
+            v = logic.approve_text(store, user, detail.study_uid, findings, impression,
+                                   expected_version=latest.version)
+        except logic.ReviewError as exc:
+            st.error(str(exc))
+            return
+        sess.notice = f"Signed version {v.version} as {user.username}."
+        st.rerun()
+    if c2.button("Cancel", key="dlg_cancel", width="stretch"):
+        st.rerun()
+
+
+def _approve_refusal(user, detail: logic.StudyDetail) -> str | None:  # noqa: ANN001
+    """Why the approve shortcut does nothing, as the button shows it (disabled with this help), or None."""
+    latest = detail.latest
+    if latest is None:
+        return "No report version yet."
+    if not logic.can_sign(user.role):
+        return "Only radiologists can sign reports."
+    if latest.status == "signed" and _editor_text(detail) == (latest.findings, latest.impression):
+        return "This version is already signed."
+    return None
+
+
+def _on_key(store, sess: logic.DashboardSession, user, detail: logic.StudyDetail, value) -> None:  # noqa: ANN001
+    event = shortcuts.key_event(value, st.session_state.get(_NONCE_KEY))
+    if event is None:
+        return
+    key, nonce = event
+    st.session_state[_NONCE_KEY] = nonce
+    if key == "approve":
+        refusal = _approve_refusal(user, detail)
+        if refusal is not None:
+            st.toast(refusal, icon=":material/block:")
+            st.warning(refusal)
+            return
+        _confirm_approve(store, sess, user, detail)
+        return
+    table, _ = logic.load_worklist(store, sess.filters)
+    uid = shortcuts.neighbour_study([str(u) for u in table["study_uid"]], detail.study_uid,
+                                    1 if key == "next" else -1)
+    if uid is None:
+        st.toast("No " + ("next" if key == "next" else "previous") + " study in the worklist.")
+        return
+    open_study_page(store, sess, user, uid)

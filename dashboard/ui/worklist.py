@@ -10,7 +10,8 @@ _SORT_LABELS = {"priority": "Priority", "received_at": "Received", "flags": "Fla
                 "min_confidence": "Lowest confidence", "status": "Status"}
 
 
-def _open(store, sess: logic.DashboardSession, user, study_uid: str) -> None:  # noqa: ANN001
+def open_study_page(store, sess: logic.DashboardSession, user, study_uid: str) -> None:  # noqa: ANN001
+    """Open a study on the Study page (audited as ``study.open``) and rerun."""
     sess.study_uid = study_uid
     sess.page = "Study"
     logic.open_study(store, user, study_uid)
@@ -49,7 +50,7 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
     st.caption(f"{total} studies match; showing {shown}. Click a row to open the study.")
     if shown:
         if st.button(f"Open first study ({table.loc[0, 'study']})", key="open_first", type="primary"):
-            _open(store, sess, user, str(table.loc[0, "study_uid"]))
+            open_study_page(store, sess, user, str(table.loc[0, "study_uid"]))
         view = table.drop(columns=["study_uid"])
         view["received_at"] = view["received_at"].dt.tz_convert(None)  # shown as UTC (column label)
         view["model_version"] = view["model_version"].map(logic.short_model_version)
@@ -71,6 +72,6 @@ def render(store, sess: logic.DashboardSession, user) -> None:  # noqa: ANN001
         if rows:
             uid = str(table.loc[rows[0], "study_uid"])
             st.session_state.pop("wl_table", None)  # a stale selection must not reopen it on return
-            _open(store, sess, user, uid)
+            open_study_page(store, sess, user, uid)
     else:
         st.info("No study matches these filters.")

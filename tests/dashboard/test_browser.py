@@ -102,7 +102,8 @@ def test_login_edit_approve_in_chromium(server, tmp_path):
 
             page.get_by_role("button", name="Open first study").click()
             page.get_by_text("AI draft").wait_for(timeout=20_000)
-            expect(page.get_by_role("img")).to_have_count(2)  # frontal and lateral
+            viewer = page.frame_locator('iframe[title*="medvlm_viewer"]')
+            expect(viewer.locator(".viewport")).to_have_count(2)  # frontal and lateral
             # Model text shows literally and runs nothing.
             expect(page.get_by_text("<script>window['medvlm_xss']=1</script>", exact=False).first).to_be_visible()
             expect(page.get_by_text("**not bold**", exact=False).first).to_be_visible()
