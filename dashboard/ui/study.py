@@ -1,4 +1,4 @@
-"""Study page: the Cornerstone3D viewer (frontal, lateral, a recorded prior), the AI draft, editing,
+"""Study page: the Cornerstone3D viewer (frontal, lateral, the prior study (same patient key, earlier date)), the AI draft, editing,
 version history with a diff, approve (sign) and reject, similar prior cases (by image with a
 configured model, else by shared findings labels), and keyboard shortcuts (next, previous, approve)."""
 

@@ -25,15 +25,19 @@ def _image(path: str) -> viewer.ViewerImage:
     return viewer.load_viewer_image(path)
 
 
-def _prior_images(store, detail: logic.StudyDetail) -> list[tuple[str, Path]]:  # noqa: ANN001
+def _prior_images(store, detail: logic.StudyDetail) -> tuple[list[tuple[str, Path]], str | None]:  # noqa: ANN001
+    """The prior study's images and date: the same patient's latest earlier study in the store, else the
+    one the study's metadata names (``prior_study_uid``)."""
+    from pipelines.store.priors import find_prior
     from pipelines.store.study_detail import load_study as load_study_info
 
     try:
-        prior_uid = payload.prior_study_uid(load_study_info(store, detail.study_uid).metadata, detail.study_uid)
-        return logic.load_study(store, prior_uid).images if prior_uid else []
+        recorded = payload.prior_study_uid(load_study_info(store, detail.study_uid).metadata, detail.study_uid)
+        prior = find_prior(store, detail.study_uid, recorded=recorded)
+        return (logic.load_study(store, prior.study_uid).images, prior.date) if prior else ([], None)
     except logic.ReviewError:
         st.caption("The recorded prior study is not in the review store.")
-        return []
+        return [], None
 
 
 def _windows(files: list[tuple[str, str, Path]], preset: str) -> list[tuple[float, float] | None]:
@@ -52,7 +56,7 @@ def render(store, detail: logic.StudyDetail, *, keys: bool) -> Any:  # noqa: ANN
     """Show the study's images in the viewer; returns the component's value (the last key event).
 
     Args:
-        store: the review store (for a recorded prior study).
+        store: the review store (for the prior study).
         detail: the open study.
         keys: report next / previous / approve key presses back.
     """
@@ -61,7 +65,8 @@ def render(store, detail: logic.StudyDetail, *, keys: bool) -> Any:  # noqa: ANN
         return None
     preset = st.segmented_control("Window preset", list(viewer.PRESETS), default="default",
                                   key="vw_preset") or "default"
-    panels = payload.panel_images(detail.images, _prior_images(store, detail))
+    prior_images, prior_date = _prior_images(store, detail)
+    panels = payload.panel_images(detail.images, prior_images, prior_date)
     files, shown = [], []
     for label, view, path in panels:
         try:

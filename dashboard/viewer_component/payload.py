@@ -17,7 +17,8 @@ from typing import Any
 from dashboard.viewer import ViewerError
 
 PRIOR_KEY = "prior_study_uid"
-"""Study metadata key naming the same patient's previous study (set by whoever records the study)."""
+"""Study metadata key naming a previous study; used only when the store links no prior by patient
+(``pipelines.store.priors``: same patient key, latest earlier study date)."""
 MAX_VIEWS = 3
 """Frontal, lateral and the prior's frontal: more panels get too narrow to read on one screen."""
 
@@ -27,7 +28,7 @@ class ViewerFile:
     """One panel of the viewer: its caption, view and the original file bytes.
 
     Attributes:
-        label: caption shown on the panel (view name, "prior" for the prior study); no PHI.
+        label: caption shown on the panel (view name, "Prior · <date>" for the prior study); no PHI.
         view: the normalised view (PA, AP, LATERAL, UNKNOWN).
         data: the DICOM file exactly as stored (Part 10 bytes).
         digest: sha256 of ``data`` (the component reloads only when a digest changes).
@@ -77,13 +78,15 @@ def _view_label(view: str) -> str:
     return {"LATERAL": "Lateral", "UNKNOWN": "View", "FRONTAL": "Frontal"}.get(view, view)
 
 
-def panel_images(images: Sequence[tuple[str, Path]],
-                 prior: Sequence[tuple[str, Path]] = ()) -> list[tuple[str, str, Path]]:
+def panel_images(images: Sequence[tuple[str, Path]], prior: Sequence[tuple[str, Path]] = (),
+                 prior_date: str | None = None) -> list[tuple[str, str, Path]]:
     """The (label, view, path) panels: the study's first two views, then the prior's frontal (or first) view.
 
     Args:
         images: the study's (view, path) images, frontal first (``logic.study_images``).
         prior: the prior study's images, same form; empty when there is none.
+        prior_date: the prior's study date (``YYYY-MM-DD``), shown as its label ("Prior · 2024-03-01");
+            None labels it with its view instead. Only the date: never a name or an ID.
 
     Returns:
         At most ``MAX_VIEWS`` panels.
@@ -91,7 +94,7 @@ def panel_images(images: Sequence[tuple[str, Path]],
     panels = [(_view_label(view), view, Path(p)) for view, p in images[:2]]
     if prior:
         view, path = prior[0]  # study_images sorts frontal first
-        panels.append((f"Prior · {_view_label(view)}", view, Path(path)))
+        panels.append((f"Prior · {prior_date or _view_label(view)}", view, Path(path)))
     return panels[:MAX_VIEWS]
 
 

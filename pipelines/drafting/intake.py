@@ -7,7 +7,9 @@ source set aside unread (FIFOs, sockets, link loops, links out of the folder, na
 UTF-8: `dicom_io.scan.SkippedEntry`) arrive alone under a ``file-...`` key and are quarantined the
 same way, each with its reason. Good studies
 are recorded (`add_study`, with the accepted files' paths in the study metadata: the export re-reads
-their headers) and queued (`enqueue`, idempotent). A worker later reads the recorded model inputs
+their headers), linked to the same patient's other studies (`pipelines.store.priors.link_study`: a
+keyed pseudonym of the frontal file's Patient ID and its study date, never the ID itself) and queued
+(`enqueue`, idempotent). A worker later reads the recorded model inputs
 back with `load_study_input`.
 """
 
@@ -23,6 +25,7 @@ from pipelines.drafting.identity import DraftOptions, ModelIdentity
 from pipelines.errors import PipelineError
 from pipelines.store import Store
 from pipelines.store.jobs import enqueue, job_state
+from pipelines.store.priors import PatientHeader, link_study
 from pipelines.store.studies import add_study, quarantine_study, set_study_metadata
 
 if TYPE_CHECKING:
@@ -60,6 +63,8 @@ class PreparedStudy:
         quarantine_code: set when the study cannot be drafted.
         quarantine_message: a PHI-free sentence saying why.
         rejected: reason code of each rejected file.
+        patient: the frontal file's Patient ID and study date (PHI, kept out of ``metadata`` and
+            ``repr``); None without a frontal or when its header cannot be read again.
     """
 
     study_uid: str
@@ -67,6 +72,7 @@ class PreparedStudy:
     quarantine_code: str | None = None
     quarantine_message: str = ""
     rejected: tuple[str, ...] = ()
+    patient: PatientHeader | None = field(default=None, repr=False)
 
 
 def prepare_study(study_key: str, files: Iterable[Path], *, window: str = "auto",
@@ -124,7 +130,20 @@ def prepare_study(study_key: str, files: Iterable[Path], *, window: str = "auto"
         else:
             code, msg = NO_FRONTAL, f"no PA/AP image among {len(accepted)} accepted image(s)"
         return PreparedStudy(study_key, metadata, code, msg, codes)
-    return PreparedStudy(study_key, metadata, None, "", codes)
+    return PreparedStudy(study_key, metadata, None, "", codes, patient=read_patient_header(frontal))
+
+
+def read_patient_header(path: str | Path) -> PatientHeader | None:
+    """The Patient ID, its issuer, StudyDate and StudyTime of one file (header only), or None if unreadable."""
+    from dicom_io.errors import DicomIOError
+    from dicom_io.reader import read
+
+    try:
+        ds = read(path, stop_before_pixels=True)
+        return PatientHeader(*(str(ds.get(k, "") or "").strip()
+                               for k in ("PatientID", "IssuerOfPatientID", "StudyDate", "StudyTime")))
+    except (DicomIOError, ValueError, TypeError):  # read once already: a file changed since is not linked
+        return None
 
 
 def _pick(accepted: list[dict[str, Any]], views: tuple[str, ...]) -> str | None:
@@ -181,6 +200,7 @@ def intake_study(store: Store, study_key: str, files: Iterable[Path], ident: Mod
     created = add_study(store, study_key, source=source, metadata=prepared.metadata, actor=actor)
     if not created:  # known study (other model, earlier quarantine): refresh what we know of it
         set_study_metadata(store, study_key, prepared.metadata, reset_status=existing is None)
+    link_study(store, study_key, prepared.patient)
     enqueue(store, study_key, ident.model_version, ident.prompt_hash, source=source,
             max_attempts=options.max_attempts, actor=actor)
     stats.study_uids.append(study_key)

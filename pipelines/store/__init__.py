@@ -3,7 +3,7 @@
 ``open_store(url)`` opens (and migrates) the database. One module per concern:
 
 - ``db``: engine, sessions, transactions, migrations; ``models``: the ORM tables.
-- ``studies``: studies in, quarantine, study metadata; ``jobs``: the leased drafting queue;
+- ``studies``: studies in, quarantine, study metadata; ``priors``: patient key and the prior study; ``jobs``: the leased drafting queue;
   ``leases``: lease renewal while a batch is drafted; ``owners``: jobs of a dead worker process
   released at once.
 - ``reviews``: the reader's actions (open, edit, sign, reject), each checked and written in one

@@ -5,7 +5,8 @@ Tables: ``studies``, ``jobs``, ``drafts``, ``report_versions``, ``signoffs``, ``
 metadata (and one Alembic migration) describes the whole database.
 
 No column holds PHI beyond what a report store must hold (the study UID and report text);
-``studies.metadata_json`` is for non-identifying facts (view, modality, sizes) only.
+``studies.metadata_json`` is for non-identifying facts (view, modality, sizes) only, and
+``studies.patient_key`` is a keyed pseudonym of the patient (never the Patient ID itself).
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class StudyRecord(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     metadata_json: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     quarantine_reason: Mapped[str | None] = mapped_column(String(512))
+    # Links a study to the same patient's earlier studies (`pipelines.store.priors`, migration 0004):
+    # HMAC of the DICOM Patient ID under the audit key, and StudyDate + StudyTime as "YYYYMMDDHHMMSS"
+    # (fixed width, so string order is time order). NULL when unknown: such a study has no prior.
+    patient_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_datetime: Mapped[str | None] = mapped_column(String(14))
 
 
 class JobRecord(Base):

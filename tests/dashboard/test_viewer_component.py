@@ -24,6 +24,8 @@ SHARED_DICOM = Path(os.environ.get("MEDVLM_SHARED_DATA", REPO.parent / "shared" 
 RSNA = SHARED_DICOM / "rsna_chest_pa_jpeg_baseline.dcm"
 RSNA_MONO1 = SHARED_DICOM / "rsna_chest_pa_relabelled_monochrome1.dcm"
 SCREENSHOT = Path("/tmp/issue15_study.png")
+PRIOR_DATE = "2024-03-10"
+"""Study date of the phantom study's prior (same patient key, a year earlier): its panel's label."""
 PROBABILITIES = {"Cardiomegaly": 0.83, "Pleural Effusion": 0.41, "Pleural Effusion|left": 0.38,
                  "Pleural Effusion|right": 0.06, "No Finding": 0.1}
 
@@ -76,6 +78,7 @@ def test_panels_prior_and_component_args(tmp_path):
     panels = payload.panel_images(images, prior)
     assert [(label, view) for label, view, _ in panels] == [("PA", "PA"), ("LL", "LL"), ("Prior · AP", "AP")]
     assert len(payload.panel_images(images)) == 2
+    assert payload.panel_images(images, prior, "2024-03-10")[2][:2] == ("Prior · 2024-03-10", "AP")  # date only
     assert payload.prior_study_uid({"prior_study_uid": "1.2.3"}, "9.9") == "1.2.3"
     assert payload.prior_study_uid({"prior_study_uid": "9.9"}, "9.9") is None  # never itself
     assert payload.prior_study_uid({"prior_study_uid": 5}, "9.9") is None and payload.prior_study_uid(None, "x") is None
@@ -125,24 +128,32 @@ def _monochrome1_copy(src: Path, dst: Path) -> Path:
 
 
 def _seed_viewer_studies(store, phantom_dir: Path, tmp: Path) -> dict[str, str]:
-    """Studies for the viewer tests (besides the 3 phantom ones): uid per name."""
+    """Studies for the viewer tests (besides the 3 phantom ones): uid per name.
+
+    The phantom study and its prior are linked as intake links them (same patient key, a year apart);
+    the RSNA pair through the metadata's ``prior_study_uid`` (the fallback).
+    """
     from dashboard import logic
     from pipelines.store.drafts import PROBABILITIES_KEY
+    from pipelines.store.priors import PatientHeader, link_study
 
     pa = next(p for p in sorted(phantom_dir.rglob("*.dcm")) if "_PA" in str(p.parent))
     uids = {name: str(uuid.uuid4().int)[:30] for name in ("mono", "mono_prior", "rsna", "rsna_prior")}
     sentence = [{"text": "Heart size is enlarged.", "section": "findings", "confidence": 0.9}]
 
-    def add(name: str, label: str, path: Path, priority: int, prior: str | None = None) -> None:
+    def add(name: str, label: str, path: Path, priority: int, prior: str | None = None,
+            date: str | None = None) -> None:
         meta = {"study_id": label, "images": [{"path": str(path), "view": "PA"}]}
         if prior:
             meta["prior_study_uid"] = uids[prior]
         logic.seed_study(store, study_uid=uids[name], source=str(path.parent), metadata=meta,
                          findings="Heart size is enlarged.", impression="Cardiomegaly.", sentences=sentence,
                          flags={PROBABILITIES_KEY: PROBABILITIES}, priority=priority)
+        if date:
+            link_study(store, uids[name], PatientHeader("VW-PATIENT-7", "", date, "091500"))
 
-    add("mono_prior", "VW-M1", _monochrome1_copy(pa, tmp / "mono1.dcm"), 0)
-    add("mono", "VW-PHANTOM", pa, 10, prior="mono_prior")
+    add("mono_prior", "VW-M1", _monochrome1_copy(pa, tmp / "mono1.dcm"), 0, date=PRIOR_DATE.replace("-", ""))
+    add("mono", "VW-PHANTOM", pa, 10, date="20250310")
     if RSNA.is_file() and RSNA_MONO1.is_file():
         add("rsna_prior", "VW-RSNA-M1", RSNA_MONO1, 0)
         add("rsna", "VW-RSNA", RSNA, 9, prior="rsna_prior")
@@ -268,7 +279,9 @@ def _drag(page, start, end, button: str = "left") -> None:
 @pytest.mark.integration
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium absent: apt-get install chromium")
 def test_viewer_window_zoom_pan_length_presets_overlay(viewer_server, browser, phantom_dir):
-    """Phantom study (known PixelSpacing) beside its prior stored as MONOCHROME1: both look alike."""
+    """Phantom study (known PixelSpacing) beside its prior stored as MONOCHROME1: both look alike.
+
+    The prior is found by patient key and date (no ``prior_study_uid``) and labelled with its date only."""
     from dashboard import viewer
 
     base_url, _, _ = viewer_server
@@ -281,7 +294,8 @@ def test_viewer_window_zoom_pan_length_presets_overlay(viewer_server, browser, p
         state = _state(frame)
         frontal, prior = state["viewports"]
         assert state["errors"] == [None, None]
-        assert (frontal["label"], prior["label"]) == ("PA", "Prior · PA")
+        assert (frontal["label"], prior["label"]) == ("PA", f"Prior · {PRIOR_DATE}")
+        assert inner.locator(".label", has_text=f"Prior · {PRIOR_DATE}").is_visible()
         assert (frontal["photometric"], frontal["invert"]) == ("MONOCHROME2", False)
         assert (prior["photometric"], prior["invert"]) == ("MONOCHROME1", True)
         ds = pydicom.dcmread(next(p for p in sorted(phantom_dir.rglob("*.dcm")) if "_PA" in str(p.parent)))
