@@ -6,8 +6,14 @@ the classifier sees; the dashboard shows the same per-finding probabilities besi
 
     tower(pixel_values).last_hidden_state          (B * views, T, D)
     pool: [first token, mean, max] over tokens     (B * views, 3D)   max keeps small findings (nodules)
-    views side by side (a missing lateral: zeros)  (B, views * 3D)
+    + optional convolutional branch on the pixels  (B * views, 2C)   mean and max of a small CNN's last map
+    views side by side (a missing lateral: zeros)  (B, views * (3D + 2C))
     MLP: Linear -> GELU -> Linear                  (B, K) logits, K = len(spec.targets)
+
+Why the convolutional branch (`HeadSpec.conv`): a ViT with 16-px patches at 96 px sees a 10 mm nodule
+as ~2 px inside one patch and a catheter as a sub-pixel line; measured on phantoms from an unseen
+seed, the tower-only head reached F1 0.25 (nodule/mass) and 0.36 (support devices), a 4-stage CNN of
+~0.2 M parameters on the same 96-px pixels 0.78 and 0.71 (`train_demo.yaml` tuning notes).
 
 Targets are CheXpert observations (`medvlm.labeler.OBSERVATIONS`) plus one target per side of the
 sided ones ("Pleural Effusion|left", "Pleural Effusion|right"; bilateral = both), trained from the
@@ -56,20 +62,23 @@ class HeadSpec:
     """Views pooled side by side: 1 (frontal) or 2 (frontal + lateral; a missing lateral reads as zeros)."""
     threshold: float = 0.5
     """A finding goes into the prompt (and counts as predicted) at or above this probability."""
+    conv: tuple[int, ...] = ()
+    """Channel widths of the convolutional branch on the pixels (one stride-2 block each); () = none."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "conv", tuple(int(c) for c in self.conv))
         if self.views not in (1, 2) or self.width < 1 or self.hidden < 1 or not 0.0 < self.threshold < 1.0:
             raise ValueError(f"HeadSpec: views must be 1 or 2, width/hidden >= 1, threshold in (0, 1); got {self}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (`from_dict` reads it back)."""
-        return {**asdict(self), "targets": list(self.targets)}
+        return {**asdict(self), "targets": list(self.targets), "conv": list(self.conv)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HeadSpec:
         """Inverse of `to_dict`."""
-        return cls(**{**data, "targets": tuple(data["targets"])})
+        return cls(**{**data, "targets": tuple(data["targets"]), "conv": tuple(data.get("conv", ()))})
 
 
 def targets_from_labels(labels: Mapping[str, Label], targets: Sequence[str]) -> np.ndarray:
@@ -92,24 +101,52 @@ def targets_from_labels(labels: Mapping[str, Label], targets: Sequence[str]) -> 
     return out
 
 
+def _conv_branch(widths: Sequence[int]) -> Any:
+    """Stride-2 blocks (conv 3x3 s2, BatchNorm, GELU, conv 3x3, BatchNorm, GELU) from one grey channel.
+
+    BatchNorm: measured on unseen phantoms it beat GroupNorm clearly (nodule/mass F1 0.78 vs 0.52, support
+    devices 0.71 vs 0.44, same steps). The head reads in eval mode outside the classify stage (running
+    statistics), so a study's probabilities do not depend on the batch it is drafted in.
+    """
+    from torch import nn
+
+    layers, c_in = [], 1
+    for c in widths:
+        layers += [nn.Conv2d(c_in, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.GELU(),
+                   nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.GELU()]
+        c_in = c
+    return nn.Sequential(*layers)
+
+
 def build_head_module(spec: HeadSpec) -> Any:
-    """The head as a `torch.nn.Module`: `forward(hidden_states (B*views, T, D)) -> logits (B, K)`."""
+    """The head as a `torch.nn.Module`: `forward(hidden_states (B*views, T, D), pixel_values) -> logits (B, K)`.
+
+    `pixel_values` (B*views, 3, S, S), normalised tower input, is read only by the convolutional branch.
+    """
     import torch
     from torch import nn
+
+    per_view = 3 * spec.width + (2 * spec.conv[-1] if spec.conv else 0)
 
     class FindingsHead(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.norm = nn.LayerNorm(3 * spec.width * spec.views)
+            if spec.conv:
+                self.conv = _conv_branch(spec.conv)
+            self.norm = nn.LayerNorm(per_view * spec.views)
             self.mlp = nn.Sequential(
-                nn.Linear(3 * spec.width * spec.views, spec.hidden), nn.GELU(), nn.Linear(spec.hidden, len(spec.targets))
+                nn.Linear(per_view * spec.views, spec.hidden), nn.GELU(), nn.Linear(spec.hidden, len(spec.targets))
             )
 
-        def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-            pooled = torch.cat(
-                [hidden_states[:, 0], hidden_states.mean(dim=1), hidden_states.amax(dim=1)], dim=-1
-            )  # (B*views, 3D)
-            pooled = pooled.reshape(-1, spec.views * pooled.shape[-1])  # (B, views*3D)
+        def forward(self, hidden_states: torch.Tensor, pixel_values: torch.Tensor | None = None) -> torch.Tensor:
+            parts = [hidden_states[:, 0], hidden_states.mean(dim=1), hidden_states.amax(dim=1)]  # 3 x (B*views, D)
+            if spec.conv:
+                if pixel_values is None:
+                    raise ValueError("this findings head has a convolutional branch: pass pixel_values")
+                maps = self.conv(pixel_values[:, :1].float())  # (B*views, C, s, s)
+                parts += [maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))]
+            pooled = torch.cat(parts, dim=-1)  # (B*views, 3D + 2C)
+            pooled = pooled.reshape(-1, spec.views * pooled.shape[-1])  # (B, views * (3D + 2C))
             return self.mlp(self.norm(pooled))  # (B, K)
 
     return FindingsHead()
@@ -139,7 +176,7 @@ class FindingsClassifier:
         hidden = tower(pixel_values=pixel_values.to(dtype), return_dict=True).last_hidden_state  # (B*views, T, D)
         if hidden.shape[-1] != self.spec.width:
             raise ValueError(f"tower width {hidden.shape[-1]} != head width {self.spec.width}")
-        return self.module(hidden.float())
+        return self.module(hidden.float(), pixel_values)
 
     def probabilities(self, tower: Any, studies: Sequence[Sequence[np.ndarray]], model_cfg: Any,
                       batch_size: int = 32) -> np.ndarray:
@@ -177,7 +214,13 @@ class FindingsClassifier:
             return None
         spec = HeadSpec.from_dict(json.loads((directory / HEAD_SPEC).read_text(encoding="utf-8")))
         head = cls(spec, build_head_module(spec))
-        head.module.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)), strict=True)
+        try:
+            head.module.load_state_dict(load_file(str(directory / HEAD_WEIGHTS)), strict=True)
+        except RuntimeError as exc:  # missing / unexpected / mis-shaped tensors: never run a half-random head
+            from medvlm.errors import CheckpointError
+
+            raise CheckpointError(f"{directory / HEAD_WEIGHTS} does not match {HEAD_SPEC} ({str(exc)[:300]}): "
+                                  "retrain the classify stage with this version of medvlm") from None
         head.module.eval()
         return head
 

@@ -142,7 +142,8 @@ def run_classify(
         from safetensors.torch import load_file
 
         tower.load_state_dict(load_file(cfg.vision_init), strict=True)
-    spec = HeadSpec(width=tower.config.hidden_size, hidden=kcfg.hidden, views=kcfg.views, threshold=kcfg.threshold)
+    spec = HeadSpec(width=tower.config.hidden_size, hidden=kcfg.hidden, views=kcfg.views, threshold=kcfg.threshold,
+                    conv=tuple(kcfg.conv))
     head = FindingsClassifier.create(spec, seed=cfg.seed)
     targets = torch.from_numpy(label_targets(dataset, spec.targets))  # (N, K)
     pos_weight = None

@@ -139,9 +139,15 @@ class ClassifyStageConfig(LoopConfig):
     balance: bool = False
     """Weight each target's positives by sqrt(negatives / positives) (capped at 10): rare findings (nodules,
     devices, ~10% of studies) otherwise stay under the threshold."""
+    conv: tuple[int, ...] = ()
+    """Channel widths of the head's convolutional branch on the pixels (`medvlm.heads.HeadSpec.conv`); () = none.
+    It sees what 16-px ViT patches blur: small nodules, catheters and wires."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        object.__setattr__(self, "conv", tuple(int(c) for c in self.conv))
+        if any(c < 1 for c in self.conv):
+            raise ConfigError(f"classify.conv widths must be >= 1, got {list(self.conv)}")
         if self.views not in (1, 2) or not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"classify.views must be 1 or 2 and classify.threshold in (0, 1), got {self.views}, "
                               f"{self.threshold}")

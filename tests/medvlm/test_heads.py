@@ -66,6 +66,36 @@ def test_head_saves_and_reloads_identically(tmp_path):
         FindingsClassifier.create(HeadSpec(width=48)).logits(tower, pv)
 
 
+def test_conv_branch_sees_a_small_spot_saves_with_its_statistics_and_ignores_the_batch(tmp_path):
+    """The convolutional branch reads the pixels (a 3-px spot changes the logits where the tower's pooled
+    tokens barely move); its BatchNorm statistics are saved; in eval mode a study's logits do not depend on
+    the other studies of its batch."""
+    import torch
+    from transformers import AutoModel, ViTConfig
+
+    tower = AutoModel.from_config(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=64, image_size=32, patch_size=16)).eval()
+    spec = HeadSpec(width=32, hidden=16, conv=(4, 8))
+    head = FindingsClassifier.create(spec, seed=1)
+    head.module.train()
+    with torch.no_grad():  # one training-mode pass moves the running statistics away from their init
+        head.logits(tower, torch.rand(8, 3, 32, 32) * 3)
+    head.module.eval()
+    pv = torch.rand(5, 3, 32, 32)
+    batch = head.logits(tower, pv)
+    alone = torch.cat([head.logits(tower, pv[i : i + 1]) for i in range(5)])
+    assert torch.allclose(batch, alone, atol=1e-5)
+    spot = pv[:1].clone()
+    spot[..., 14:17, 14:17] += 2.0
+    assert not torch.allclose(head.logits(tower, spot), batch[:1], atol=1e-4)
+    head.save(tmp_path)
+    again = FindingsClassifier.load(tmp_path)
+    assert again.spec.conv == (4, 8) and json.loads((tmp_path / HEAD_SPEC).read_text())["conv"] == [4, 8]
+    assert torch.allclose(again.logits(tower, pv), batch, atol=1e-6)  # running statistics came back too
+    with pytest.raises(ValueError, match="pixel_values"):
+        head.module(torch.zeros(1, 4, 32))
+
+
 def test_checkpoint_keeps_the_head_and_drafts_carry_probabilities(build_tiny, tmp_path):
     from medvlm.checkpoint import load_checkpoint, save_checkpoint, verify_checkpoint
     from medvlm.errors import CheckpointIntegrityError

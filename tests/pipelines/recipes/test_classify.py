@@ -74,12 +74,14 @@ def test_classify_resume_ends_where_an_unbroken_run_ends(phantoms, tmp_path):
     from pipelines.recipes import classify
 
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    classify.main(_argv(phantoms, whole))
-    classify.main(_argv(phantoms, broken, "stop_after=1"))
+    conv = "classify.conv=[4, 8]"  # the convolutional branch: its BatchNorm running statistics resume too
+    classify.main(_argv(phantoms, whole, conv))
+    classify.main(_argv(phantoms, broken, conv, "stop_after=1"))
     assert not (broken / "stage0b_classify" / HEAD_WEIGHTS).exists()
-    classify.main(_argv(phantoms, broken))
+    classify.main(_argv(phantoms, broken, conv))
     a = load_file(str(whole / "stage0b_classify" / HEAD_WEIGHTS))
     b = load_file(str(broken / "stage0b_classify" / HEAD_WEIGHTS))
+    assert any("running_mean" in k for k in a) and a.keys() == b.keys()
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
@@ -89,5 +91,7 @@ def test_config_rejects_bad_classify_settings():
 
     with pytest.raises(ConfigError, match="classify.views"):
         load_train_config(TINY, ["classify.views=3"])
+    with pytest.raises(ConfigError, match="classify.conv"):
+        load_train_config(TINY, ["classify.conv=[8, 0]"])
     with pytest.raises(ConfigError, match="order"):
         load_train_config(TINY, ["stages=[projector, classify]"])
