@@ -1,15 +1,18 @@
-"""Stage "pretrain": self-supervised domain adaptation of the ViT tower on a site's own unlabelled images (MAE).
+"""Stage "pretrain": self-supervised domain adaptation of the ViT tower on a site's own unlabelled images.
 
-No labels and no reports: masked-image modelling with transformers' `ViTMAEForPreTraining` (He et al., 2022).
-Each image is cut into patches, `mask_ratio` of them are hidden, the encoder (exactly the model's ViT tower: same
-widths, depth, patch and image size) reads the visible ones, and a small decoder reconstructs the hidden pixels:
+No labels and no reports. `pretrain.objective` picks the objective: `dino` (self-distillation) or `simclr`
+(InfoNCE) from `pipelines.recipes.pretrain_ssl`, whose CLS embedding a frozen-feature probe reads directly, or
+`mae` (the default), masked-image modelling with transformers' `ViTMAEForPreTraining` (He et al., 2022).
+For MAE each image is cut into patches, `mask_ratio` of them are hidden, the encoder (exactly the model's ViT
+tower: same widths, depth, patch and image size) reads the visible ones, and a small decoder reconstructs them:
 
     patches = patchify(augment(x))                   (B, N, P*P*3)
     keep    = argsort(noise)[:, : N * (1 - r)]       noise drawn from (seed, step): resume replays it
     z       = encoder(patches[keep] + pos)           (B, N(1-r)+1, D)
     loss    = MSE(decoder(z, mask tokens), norm(patches))  on the hidden patches only
 
-The encoder's weights then initialise the tower of the later stages. Outputs in `out_dir/stage_pretrain/`:
+The encoder's (DINO: the teacher's) weights then initialise the later stages' tower. Outputs in
+`out_dir/stage_pretrain/`:
 
     vision_tower/               a Hugging Face `ViTModel` folder: `model.vision.path` of a recipe loads it
     vision_tower.safetensors    the same weights as a state dict (`vision_init`, strict)
@@ -19,7 +22,7 @@ Images come from a folder (recursive: PNG/JPEG, or DICOM read through `dicom_io`
 (`dicom_io.gate.load_chest_image`: rejected files are counted, not trained on) and kept once per byte-identical
 copy. Class subfolders and any labels are ignored.
 
-    python -m pipelines.recipes.pretrain pipelines/configs/pretrain_kermany.yaml [key=value ...]
+    python -m pipelines.recipes.pretrain pipelines/configs/pretrain_kermany_dino.yaml [key=value ...]
     torchrun --nproc_per_node=N -m pipelines.recipes.pretrain CONFIG        (DDP; rank 0 writes)
 """
 
@@ -37,6 +40,7 @@ from typing import Any
 
 from medvlm.config import ModelConfig, apply_overrides
 from medvlm.errors import ConfigError
+from pipelines.recipes.pretrain_ssl import OBJECTIVES, SslConfig, build_joint_embedding, joint_embedding_loss
 from pipelines.training.config import PRECISIONS, LoopConfig, _build, config_dict, parse_overrides
 from pipelines.training.loop import StageResult, run_loop
 from pipelines.training.runtime import Runtime, barrier, close_runtime, setup_runtime, wrap_ddp
@@ -53,9 +57,13 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class MaeStageConfig(LoopConfig):
-    """The masked-autoencoder stage: loop settings plus the MAE objective and its (discarded) decoder."""
+class PretrainStageConfig(LoopConfig):
+    """The pretrain stage: loop settings, the objective, MAE's settings and (discarded) decoder, DINO/SimCLR's."""
 
+    objective: str = "mae"
+    """mae | dino | simclr. MAE needs fine-tuning to pay off; DINO/SimCLR train the CLS embedding a probe reads."""
+    ssl: SslConfig = field(default_factory=SslConfig)
+    """Views, heads, temperatures and teacher EMA of dino / simclr (`pipelines.recipes.pretrain_ssl`)."""
     mask_ratio: float = 0.75
     """Share of patches hidden from the encoder (MAE's 75%: radiographs are as redundant as photographs)."""
     norm_pix_loss: bool = True
@@ -73,6 +81,8 @@ class MaeStageConfig(LoopConfig):
         super().__post_init__()
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"pretrain.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if self.objective != "mae" and self.objective not in OBJECTIVES:
+            raise ConfigError(f"pretrain.objective must be mae, dino or simclr, got {self.objective!r}")
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class PretrainConfig:
     """The model whose ViT tower is pretrained (only `image_size`, `image_mean/std` and `vision` are read)."""
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     """The unlabelled images."""
-    pretrain: MaeStageConfig = field(default_factory=MaeStageConfig)
+    pretrain: PretrainStageConfig = field(default_factory=PretrainStageConfig)
     """Steps, batch, optimiser and the MAE objective."""
     out_dir: str = "var/runs/pretrain"
     """Run folder (`stage_pretrain/` inside)."""
@@ -118,12 +128,16 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         if self.model.vision.kind != "vit" or self.model.init_from is not None or self.model.vision.path:
-            raise ConfigError("pretrain builds a ViT tower from the config (MAE's encoder is a ViT): set "
+            raise ConfigError("pretrain builds a ViT tower from the config (its objectives train a ViT): set "
                               "model.vision.kind=vit and leave model.init_from and model.vision.path unset")
         if self.precision not in PRECISIONS or self.tracking not in ("mlflow", "none"):
             raise ConfigError(f"precision must be one of {PRECISIONS} and tracking mlflow or none")
         if self.stop_after is not None and self.stop_after < 1:
             raise ConfigError(f"stop_after must be >= 1 or null, got {self.stop_after}")
+        patch = self.model.vision.patch_size
+        if self.pretrain.objective == "dino" and self.pretrain.ssl.local_crops and self.pretrain.ssl.local_size % patch:
+            raise ConfigError(f"pretrain.ssl.local_size={self.pretrain.ssl.local_size} must be a multiple of "
+                              f"model.vision.patch_size={patch}")
 
 
 def load_pretrain_config(path: str | Path, overrides: Sequence[str] = ()) -> PretrainConfig:
@@ -213,8 +227,8 @@ def _tower_from_mae(cfg: PretrainConfig, mae: Any) -> Any:
     return tower
 
 
-def run_pretrain(cfg: PretrainConfig, images: Any, stage_dir: Path, rt: Runtime, tracker: Any) -> StageResult:
-    """Train the MAE on `images` (N, S, S); when finished, save the encoder as the tower (rank 0)."""
+def _mae_parts(cfg: PretrainConfig, images: Any, rt: Runtime) -> tuple[Any, Any, list, Any, Any]:
+    """(module, DDP wrapper or None, trainable parameters, loop `loss_fn`, export: () -> tower) of MAE."""
     import torch
     from transformers import ViTMAEForPreTraining
 
@@ -238,15 +252,50 @@ def run_pretrain(cfg: PretrainConfig, images: Any, stage_dir: Path, rt: Runtime,
         pv = ((x.expand(-1, 3, -1, -1) - mean) / std).to(rt.device)  # (B, 3, S, S)
         return forward(pixel_values=pv, noise=noise.to(rt.device)).loss
 
+    return mae, ddp, list(mae.parameters()), loss_fn, lambda: _tower_from_mae(cfg, mae)
+
+
+def _joint_embedding_parts(cfg: PretrainConfig, images: Any, rt: Runtime) -> tuple[Any, Any, list, Any, Any]:
+    """(module, DDP wrapper or None, trainable parameters (student + head), `loss_fn`, export) of DINO / SimCLR."""
+    import torch
+
+    from pipelines.recipes.contrastive import build_tower
+
+    p = cfg.pretrain
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.model.seed)  # the heads' init: a function of the config, not of the process's history
+        model = build_joint_embedding(p.objective, build_tower(cfg.model)[0], p.ssl, p.steps)
+    model.to(rt.device).train()
+    ddp = wrap_ddp(model, rt)
+    loss_fn = joint_embedding_loss(
+        model, ddp if ddp is not None else model, torch.from_numpy(images), p.ssl, cfg.data.augment,
+        cfg.model.image_size, torch.tensor(cfg.model.image_mean).view(1, 3, 1, 1),
+        torch.tensor(cfg.model.image_std).view(1, 3, 1, 1), rt.device,
+        lambda indices, step: sample_seed(cfg.seed, step, indices[0]), local_views=p.objective == "dino",
+    )
+
+    def export() -> Any:
+        model.catch_up(p.steps)  # the last optimiser step's teacher update
+        tower = build_tower(cfg.model)[0]  # same class and keys as the later stages' tower: a strict copy
+        tower.load_state_dict({k: v.detach().cpu() for k, v in model.tower_to_export().state_dict().items()})
+        return tower
+
+    return model, ddp, model.trainable(), loss_fn, export
+
+
+def run_pretrain(cfg: PretrainConfig, images: Any, stage_dir: Path, rt: Runtime, tracker: Any) -> StageResult:
+    """Train the objective on `images` (N, S, S); when finished, save its tower (rank 0)."""
+    parts = _mae_parts if cfg.pretrain.objective == "mae" else _joint_embedding_parts
+    module, ddp, trainable, loss_fn, export = parts(cfg, images, rt)
     result = run_loop(
-        stage=STAGE, module=mae, params=[p for p in mae.parameters() if p.requires_grad], loss_fn=loss_fn,
+        stage=STAGE, module=module, params=[p for p in trainable if p.requires_grad], loss_fn=loss_fn,
         n_items=len(images), loop=cfg.pretrain, stage_dir=stage_dir, rt=rt, seed=cfg.seed, resume=cfg.resume,
         stop_after=cfg.stop_after, tracker=tracker, ddp=ddp,
     )
     if result.finished and rt.is_main:
         from safetensors.torch import save_file
 
-        tower = _tower_from_mae(cfg, mae)
+        tower = export()
         tower.save_pretrained(str(stage_dir / TOWER_DIR))
         save_file({k: v.contiguous() for k, v in tower.state_dict().items()}, str(stage_dir / TOWER_FILE))
     return result
