@@ -32,6 +32,14 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # worker processes spawned by jobs
+    import sys
+
+    if "transformers" in sys.modules:  # imported before the CLI ran (an embedding app, a test): the env var came late
+        import logging
+
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(getattr(logging, os.environ["TRANSFORMERS_VERBOSITY"].upper(), logging.ERROR))
 
 
 DbOption = Annotated[

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medvlm.families import FamilySpec, own_family
-from pipelines.training.bundles import build_bundle, enable_gradient_checkpointing, load_bundle
+from pipelines.training.bundles import build_bundle, enable_gradient_checkpointing
 from pipelines.training.config import ProjectorStageConfig, TrainConfig, config_from_argv
 from pipelines.training.examples import ExampleBuilder
 from pipelines.training.loop import StageResult, run_loop
 from pipelines.training.runtime import Runtime, wrap_ddp
-from pipelines.training.session import CHECKPOINT_DIR, Session, training_session
+from pipelines.training.session import Session, training_session
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,8 +115,7 @@ def run_stage(session: Session, bundle: MedVLM | None = None) -> MedVLM:
     """
     stage_dir = session.stage_dir(STAGE)
     if session.skip_if_done(STAGE):
-        return load_bundle(stage_dir / CHECKPOINT_DIR, session.rt,
-                           trust_remote_code=session.cfg.model.trust_remote_code)
+        return session.reload_stage(STAGE)
     if bundle is None:
         bundle = build_bundle(session.cfg, session.dataset, stage_dir, session.rt)
     session.note_model(bundle)

@@ -69,6 +69,14 @@ class Session:
         """The folder of one stage (`out_dir/stage<k>_<name>`)."""
         return self.out / STAGE_DIRS[stage]
 
+    def reload_stage(self, stage: str) -> MedVLM:
+        """A finished LLaVA stage's checkpoint, adapter trainable, on this runtime's device (the next stage
+        continues from it; a remote-code model only with the recipe's `model.trust_remote_code`)."""
+        from pipelines.training.bundles import load_bundle
+
+        return load_bundle(self.stage_dir(stage) / CHECKPOINT_DIR, self.rt,
+                           trust_remote_code=self.cfg.model.trust_remote_code)
+
     def skip_if_done(self, stage: str) -> bool:
         """With `resume` on and the stage's `done.json` present, record the stage as skipped.
 
@@ -121,8 +129,6 @@ class Session:
         Returns:
             The bundle to continue training, or None (the stage builds a fresh one).
         """
-        from pipelines.training.bundles import load_bundle
-
         bundle = None
         for earlier in STAGES[: STAGES.index(stage)]:
             stage_dir = self.stage_dir(earlier)
@@ -135,8 +141,7 @@ class Session:
                 self.cfg = dataclasses.replace(self.cfg, vision_init=str(stage_dir / TOWER_FILE),
                                                head_init=str(stage_dir))
             else:
-                bundle = load_bundle(stage_dir / CHECKPOINT_DIR, self.rt,
-                                     trust_remote_code=self.cfg.model.trust_remote_code)
+                bundle = self.reload_stage(earlier)
         return bundle
 
 
