@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -47,6 +48,24 @@ def _wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise TimeoutError("streamlit did not answer /_stcore/health")
 
 
+@contextlib.contextmanager
+def running_dashboard(port: int, env: dict[str, str], log_path: Path):
+    """`medvlm dashboard` as a real Streamlit server on 127.0.0.1:`port`; yields its URL, stopped by its PID."""
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(dashboard_argv(port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_healthy(port, proc)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
 @pytest.fixture
 def server(tmp_path):
     from pipelines.phantoms import generate_phantoms
@@ -60,19 +79,8 @@ def server(tmp_path):
     env = dict(os.environ, MEDVLM_DATABASE_URL=url, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'none.db'}")
     env["MEDVLM_USERS_FILE"] = str(REPO / "dashboard" / "users.example.yaml")  # the demo users
     env.pop("MEDVLM_MODEL", None)
-    log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(dashboard_argv(port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}/", url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_dashboard(port, env, tmp_path / "streamlit.log") as base:
+        yield base, url
 
 
 def _shot(page, tmp_path: Path, name: str) -> None:

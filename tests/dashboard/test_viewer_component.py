@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -163,9 +162,8 @@ def _seed_viewer_studies(store, phantom_dir: Path, tmp: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def viewer_server(tmp_path_factory, phantom_dir):
     from dashboard.demo import seed_from_phantoms
-    from pipelines.launch.dashboard import dashboard_argv
     from pipelines.store import open_store
-    from tests.dashboard.test_browser import _free_port, _wait_healthy
+    from tests.dashboard.test_browser import _free_port, running_dashboard
 
     if not CHROMIUM.is_file():
         pytest.skip("Debian chromium absent: apt-get install chromium")
@@ -178,19 +176,8 @@ def viewer_server(tmp_path_factory, phantom_dir):
     env = dict(os.environ, MEDVLM_DATABASE_URL=url, MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'none.db'}",
                MEDVLM_USERS_FILE=str(REPO / "dashboard" / "users.example.yaml"))
     env.pop("MEDVLM_MODEL", None)
-    log = open(tmp / "streamlit.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(dashboard_argv(port), env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(port, proc)
-        yield f"http://127.0.0.1:{port}/", url, uids
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_dashboard(port, env, tmp / "streamlit.log") as base:
+        yield base, url, uids
 
 
 @pytest.fixture(scope="module")

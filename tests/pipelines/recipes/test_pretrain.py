@@ -188,19 +188,23 @@ def test_the_report_recipe_trains_on_a_labelled_folder_from_the_pretrained_tower
     assert finding["probability_source"] == "findings_head" and finding["n"] >= 2
 
 
-@pytest.mark.slow  # two processes importing torch/transformers: ~20-40 s
-def test_two_rank_ddp_pretraining_runs_and_saves_the_tower(tmp_path):
+def run_two_ranks(cfg: Path, out: Path) -> dict:
+    """`torchrun --standalone --nproc_per_node=2 -m pipelines.recipes.pretrain CFG`; returns the run's summary."""
     import os
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[3]
-    cfg = _config(tmp_path, _images(tmp_path / "images"), "ddp")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "pipelines.recipes.pretrain", str(cfg)]
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "ddp" / "pretrain_summary.json").read_text())
+    return json.loads((out / "pretrain_summary.json").read_text())
+
+
+@pytest.mark.slow  # two processes importing torch/transformers: ~20-40 s
+def test_two_rank_ddp_pretraining_runs_and_saves_the_tower(tmp_path):
+    summary = run_two_ranks(_config(tmp_path, _images(tmp_path / "images"), "ddp"), tmp_path / "ddp")
     assert summary["world_size"] == 2 and summary["stages"]["pretrain"]["steps_done"] == 4
     assert len(_tower_weights(tmp_path / "ddp")) > 0

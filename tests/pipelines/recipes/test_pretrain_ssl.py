@@ -14,7 +14,7 @@ from medvlm.errors import ConfigError
 from pipelines.recipes import pretrain
 from pipelines.recipes.pretrain_ssl import SslConfig, build_joint_embedding, random_views
 from pipelines.training.transforms import AugmentConfig
-from tests.pipelines.recipes.test_pretrain import TINY, _images
+from tests.pipelines.recipes.test_pretrain import TINY, _images, _tower_weights, run_two_ranks
 
 SSL = {"local_crops": 2, "local_size": 16, "out_dim": 64, "head_hidden": 32, "head_bottleneck": 16}
 TINY_SSL = {**TINY, "pretrain": {"steps": 4, "batch_size": 4, "checkpoint_every": 0, "objective": "dino", "ssl": SSL,
@@ -43,12 +43,6 @@ def _config(tmp_path: Path, data: Path, name: str, objective: str = "dino") -> P
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
-
-
-def _tower_weights(out: Path) -> dict:
-    from safetensors.torch import load_file
-
-    return load_file(str(out / pretrain.STAGE_DIR / "vision_tower.safetensors"))
 
 
 def _tiny_tower():
@@ -178,17 +172,6 @@ def test_kermany_dino_recipe_pretrains_the_kermany_tower():
 @pytest.mark.slow  # two processes importing torch/transformers: ~20-40 s
 def test_two_rank_ddp_dino_runs_and_saves_the_teacher(tmp_path):
     """DDP: the student through the wrapper, the center averaged over ranks, the teacher caught up on each rank."""
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[3]
-    cfg = _config(tmp_path, _images(tmp_path / "images"), "ddp")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "pipelines.recipes.pretrain", str(cfg)]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((tmp_path / "ddp" / "pretrain_summary.json").read_text())
+    summary = run_two_ranks(_config(tmp_path, _images(tmp_path / "images"), "ddp"), tmp_path / "ddp")
     assert summary["world_size"] == 2 and summary["stages"]["pretrain"]["steps_done"] == 4
     assert np.isfinite(summary["stages"]["pretrain"]["last_loss"]) and len(_tower_weights(tmp_path / "ddp")) > 0
